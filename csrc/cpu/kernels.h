@@ -1,0 +1,16 @@
+// The kernel templates each per-ISA copy defines; table.cpp instantiates them per dtype.
+#pragma once
+#include "pynorm/dyt.h"
+#include "pynorm/norm.h"
+#include "simd.h"
+
+namespace pynorm {
+namespace PYNORM_ISA {
+
+template <class T> void norm_forward(const NormForwardArgs&);
+template <class T> void norm_backward(const NormBackwardArgs&);
+template <class T> void dyt_forward(const DytForwardArgs&);
+template <class T> void dyt_backward(const DytBackwardArgs&);
+
+}  // namespace PYNORM_ISA
+}  // namespace pynorm

@@ -1,0 +1,395 @@
+// Vector wrappers, 16-bit float conversion, streaming stores, row loops and a vector tanh.
+//
+// This header is included only by the kernel files, which are compiled once per instruction
+// set with -DPYNORM_ISA=<level>. Everything here lives in namespace pynorm::<level> (and is
+// header-only), so code generated for AVX2 can never be linked into the baseline path.
+// Vectors are GCC/Clang vector extensions: the compiler lowers them to SSE2/NEON (16 bytes),
+// AVX2 (32 bytes) or AVX-512 (64 bytes) according to the flags of the copy being built.
+#pragma once
+#include <omp.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "pynorm/common.h"
+
+#ifndef PYNORM_ISA
+#error "simd.h is for the per-ISA kernel files: compile with -DPYNORM_ISA=<level>"
+#endif
+
+#if defined(__AVX512F__)
+#define PYNORM_VEC_BYTES 64
+#elif defined(__AVX__)
+#define PYNORM_VEC_BYTES 32
+#else
+#define PYNORM_VEC_BYTES 16
+#endif
+
+namespace pynorm {
+namespace PYNORM_ISA {
+
+// ------------------------------------------------------------------ element types
+struct Half { uint16_t bits; };      // IEEE binary16 storage
+struct BFloat16 { uint16_t bits; };  // bfloat16 storage
+
+template <class T> struct AccumulateOf { using type = float; };
+template <> struct AccumulateOf<double> { using type = double; };
+template <class T> using acc_t = typename AccumulateOf<T>::type;
+
+typedef float vf32 __attribute__((vector_size(PYNORM_VEC_BYTES)));
+typedef double vf64 __attribute__((vector_size(PYNORM_VEC_BYTES)));
+typedef int32_t vi32 __attribute__((vector_size(PYNORM_VEC_BYTES)));
+typedef int64_t vi64 __attribute__((vector_size(PYNORM_VEC_BYTES)));
+typedef uint32_t vu32 __attribute__((vector_size(PYNORM_VEC_BYTES)));
+typedef uint16_t vu16 __attribute__((vector_size(PYNORM_VEC_BYTES / 2)));  // one per float lane
+
+template <class A> struct VecOf;
+template <> struct VecOf<float> { using type = vf32; using bits = vi32; };
+template <> struct VecOf<double> { using type = vf64; using bits = vi64; };
+template <class A> using Vec = typename VecOf<A>::type;
+template <class A> using Bits = typename VecOf<A>::bits;
+template <class A> constexpr int kLanes = PYNORM_VEC_BYTES / sizeof(A);
+
+template <class A> inline Vec<A> splat(A a) {
+  Vec<A> v = {};
+  return v + a;
+}
+// Sum of the lanes, always in the same order.
+template <class V> inline auto hsum(V v) {
+  decltype(v[0] + 0) s = 0;
+  for (size_t i = 0; i < sizeof(V) / sizeof(s); ++i) s += v[i];
+  return s;
+}
+
+// A tag for "a whole vector": loads and stores take either Full or a lane count (the tail).
+struct Full {};
+template <class V> inline V keep(V v, Full) { return v; }
+template <class V> inline V keep(V v, int n) {  // zero the lanes >= n
+  for (int i = n; i < int(sizeof(V) / sizeof(v[0])); ++i) v[i] = 0;
+  return v;
+}
+
+// ------------------------------------------------------------------ scalar 16-bit conversion
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
+    float f = float(mantissa) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+  } else {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint16_t float_to_half(float f) {  // round to nearest even, NaN stays NaN
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+  x &= 0x7fffffffu;
+  if (x >= 0x7f800000u) return sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u);
+  if (x >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to infinity
+  if (x < 0x38800000u) {                        // below 2^-14: subnormal half
+    float a;
+    std::memcpy(&a, &x, 4);
+    a += 0.5f;  // the float unit at 0.5 is 2^-24, the half subnormal unit: the FPU rounds
+    uint32_t b;
+    std::memcpy(&b, &a, 4);
+    return sign | uint16_t(b - 0x3f000000u);
+  }
+  x += 0xc8000fffu + ((x >> 13) & 1u);  // re-bias the exponent and round to nearest even
+  return sign | uint16_t(x >> 13);
+}
+
+inline float to_acc(float v) { return v; }
+inline double to_acc(double v) { return v; }
+inline float to_acc(Half v) { return half_to_float(v.bits); }
+inline float to_acc(BFloat16 v) {
+  uint32_t bits = uint32_t(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+template <class T> inline T from_acc(acc_t<T> v);
+template <> inline float from_acc<float>(float v) { return v; }
+template <> inline double from_acc<double>(double v) { return v; }
+template <> inline Half from_acc<Half>(float v) { return Half{float_to_half(v)}; }
+template <> inline BFloat16 from_acc<BFloat16>(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return BFloat16{uint16_t((u >> 16) | 0x40u)};
+  return BFloat16{uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+
+// ------------------------------------------------------------------ vector loads
+template <class T> inline Vec<acc_t<T>> load(const T* p, Full) {  // float, double
+  Vec<acc_t<T>> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T> inline Vec<acc_t<T>> load(const T* p, int n) {  // zero-padded tail
+  Vec<acc_t<T>> v = {};
+  std::memcpy(&v, p, sizeof(T) * n);
+  return v;
+}
+template <> inline vf32 load(const BFloat16* p, Full) {
+  vu16 h;
+  std::memcpy(&h, p, sizeof h);
+  return (vf32)(__builtin_convertvector(h, vu32) << 16);
+}
+template <> inline vf32 load(const BFloat16* p, int n) {
+  vu16 h = {};
+  std::memcpy(&h, p, 2 * n);
+  return (vf32)(__builtin_convertvector(h, vu32) << 16);
+}
+template <> inline vf32 load(const Half* p, Full) {
+#if defined(__F16C__) && PYNORM_VEC_BYTES == 64
+  return (vf32)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__F16C__) && PYNORM_VEC_BYTES == 32
+  return (vf32)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+  vf32 v;
+  for (int i = 0; i < kLanes<float>; ++i) v[i] = half_to_float(p[i].bits);
+  return v;
+#endif
+}
+template <> inline vf32 load(const Half* p, int n) {
+  Half tmp[kLanes<float>] = {};
+  std::memcpy(tmp, p, 2 * n);
+  return load(tmp, Full{});
+}
+
+// ------------------------------------------------------------------ vector stores
+template <class T> struct StoreBits { using type = Vec<acc_t<T>>; };  // the bytes a vector stores
+template <> struct StoreBits<Half> { using type = vu16; };
+template <> struct StoreBits<BFloat16> { using type = vu16; };
+
+template <class T> inline typename StoreBits<T>::type pack(Vec<acc_t<T>> v) { return v; }
+template <> inline vu16 pack<BFloat16>(vf32 v) {
+  const vu32 u = (vu32)v;
+  const vu32 rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const vu32 quiet = (u >> 16) | 0x40u;
+  return __builtin_convertvector((v != v) ? quiet : rounded, vu16);
+}
+template <> inline vu16 pack<Half>(vf32 v) {
+#if defined(__F16C__) && PYNORM_VEC_BYTES == 64
+  return (vu16)_mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT);
+#elif defined(__F16C__) && PYNORM_VEC_BYTES == 32
+  return (vu16)_mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT);
+#else
+  vu16 h;
+  for (int i = 0; i < kLanes<float>; ++i) h[i] = float_to_half(v[i]);
+  return h;
+#endif
+}
+
+// Stores a whole vector; with Stream=true it bypasses the caches (p must be aligned to the
+// vector's size: write_row takes care of that).
+template <bool Stream, class T> inline void store(T* p, Vec<acc_t<T>> v, Full) {
+  const auto bits = pack<T>(v);
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (Stream) {
+    if constexpr (sizeof bits == 64) {
+#if defined(__AVX512F__)
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(p), (__m512i)bits);
+      return;
+#endif
+    } else if constexpr (sizeof bits == 32) {
+#if defined(__AVX__)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(p), (__m256i)bits);
+      return;
+#endif
+    } else if constexpr (sizeof bits == 16) {
+      _mm_stream_si128(reinterpret_cast<__m128i*>(p), (__m128i)bits);
+      return;
+    }
+  }
+#endif
+  std::memcpy(p, &bits, sizeof bits);
+}
+template <bool Stream, class T> inline void store(T* p, Vec<acc_t<T>> v, int n) {
+  const auto bits = pack<T>(v);
+  std::memcpy(p, &bits, sizeof(T) * n);
+}
+// Orders this thread's streaming stores before whatever follows.
+inline void stream_fence() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_sfence();
+#endif
+}
+
+// ------------------------------------------------------------------ row loops
+// Calls f(i, Full{}) for each whole vector of [begin, n) and f(i, k) for a k-lane tail.
+template <class A, class F> inline void for_each_vec(int64_t begin, int64_t n, F&& f) {
+  constexpr int L = kLanes<A>;
+  int64_t i = begin;
+  for (; i + L <= n; i += L) f(i, Full{});
+  if (i < n) f(i, int(n - i));
+}
+template <class A, class F> inline void for_each_vec(int64_t n, F&& f) { for_each_vec<A>(0, n, f); }
+
+// out[i] = value(i, k) for i in [0, n), a vector at a time. With Stream=true the whole
+// vectors are streamed to memory, after a head that brings `out` to vector alignment.
+template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n, F&& value) {
+  using A = acc_t<T>;
+  auto put = [&](int64_t i, auto k) { store<Stream>(out + i, value(i, k), k); };
+  int64_t head = 0;
+  if constexpr (Stream) {
+    constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
+    const size_t misalign = reinterpret_cast<uintptr_t>(out) % bytes;
+    head = misalign == 0 ? 0 : int64_t((bytes - misalign) / sizeof(T));
+    if (head > n) head = n;
+    for (int64_t i = 0; i < head; i += kLanes<A>) {
+      const int64_t k = head - i < kLanes<A> ? head - i : kLanes<A>;
+      put(i, int(k));
+    }
+  }
+  for_each_vec<A>(head, n, put);
+}
+
+// Outputs this large are written with streaming stores: they would not stay in cache anyway.
+constexpr int64_t kStreamingBytes = int64_t(4) << 20;
+inline bool stream_output(int64_t bytes) { return bytes >= kStreamingBytes; }
+
+// ------------------------------------------------------------------ threads
+// Splits [0, n) into one contiguous range per thread and calls f(begin, end) in each.
+template <class F> inline void parallel_for(int64_t n, int threads, F&& f) {
+  if (threads <= 1 || n <= 1) {
+    f(int64_t(0), n);
+    stream_fence();
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
+    if (begin < end) f(begin, end);
+    stream_fence();
+  }
+}
+
+// Calls f(std::bool_constant<b1>, std::bool_constant<b2>, ...) for the given runtime bools,
+// so that each combination of options compiles to its own loop with no branches inside.
+template <class F> inline void with_bools(F&& f) { f(); }
+template <class F, class... B> inline void with_bools(F&& f, bool b, B... rest) {
+  if (b)
+    with_bools([&](auto... c) { f(std::true_type{}, c...); }, rest...);
+  else
+    with_bools([&](auto... c) { f(std::false_type{}, c...); }, rest...);
+}
+
+// A zero-initialised heap buffer (new[] / delete[]: nothing from the standard library that
+// another ISA's copy could provide).
+template <class A> struct Buffer {
+  A* data;
+  explicit Buffer(int64_t n) : data(new A[n > 0 ? n : 1]()) {}
+  ~Buffer() { delete[] data; }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+};
+
+// Row reductions whose result does not depend on the thread count: rows are cut into a
+// fixed number of blocks (a function of rows and dim only), each block adds its rows into
+// its own `width` partial sums in row order, and the blocks are then added in block order.
+// row(r, partial) adds row r's contribution to `partial`; total receives the sums.
+template <class A, class RowFn>
+inline void reduce_rows_in_blocks(int64_t rows, int64_t dim, int64_t width, int threads, RowFn&& row,
+                                  A* total) {
+  int64_t blocks = rows * dim / 32768;
+  blocks = blocks < 1 ? 1 : (blocks > 64 ? 64 : blocks);
+  if (blocks > rows) blocks = rows > 0 ? rows : 1;
+  const int64_t rows_per_block = (rows + blocks - 1) / blocks;
+  Buffer<A> partial(blocks * width);
+  parallel_for(blocks, threads, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r1 = (b + 1) * rows_per_block < rows ? (b + 1) * rows_per_block : rows;
+      for (int64_t r = b * rows_per_block; r < r1; ++r) row(r, partial.data + b * width);
+    }
+  });
+  for (int64_t j = 0; j < width; ++j) total[j] = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const A* p = partial.data + b * width;
+    for_each_vec<A>(width, [&](int64_t j, auto k) {
+      Vec<A> t = load(total + j, k) + load(p + j, k);
+      store<false>(total + j, t, k);
+    });
+  }
+}
+
+// Rounds accumulated sums to the storage type.
+template <class T> inline void store_totals(T* out, const acc_t<T>* totals, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = from_acc<T>(totals[j]);
+}
+
+// ------------------------------------------------------------------ tanh
+// expm1(y) for 0 <= y <= a few hundred, to a few ulp: y = k ln2 + r with |r| <= ln2/2,
+// expm1(y) = 2^k expm1(r) + (2^k - 1), expm1(r) by its Taylor series (float: through r^8,
+// truncation < 2e-9 relative; double: through r^14, < 4e-19).
+template <class A> struct ExpConstants;
+template <> struct ExpConstants<float> {
+  static constexpr int kTerms = 8;
+  static constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr int kMantissa = 23, kBias = 127;
+  static constexpr float kClamp = 40.0f;  // tanh(20) == 1 in float; exp(40) is still finite
+};
+template <> struct ExpConstants<double> {
+  static constexpr int kTerms = 14;
+  static constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr int kMantissa = 52, kBias = 1023;
+  static constexpr double kClamp = 80.0;
+};
+
+template <class A> inline Vec<A> expm1_nonnegative(Vec<A> y) {
+  using C = ExpConstants<A>;
+  using I = Bits<A>;
+  constexpr A kLn2Hi = A(0.693145751953125), kLn2Lo = A(1.42860682030941723212e-6);
+  const Vec<A> shifted = y * A(1.4426950408889634074) + C::kShifter;
+  const Vec<A> k = shifted - C::kShifter;  // round(y / ln2)
+  const Vec<A> r = (y - k * kLn2Hi) - k * kLn2Lo;
+  // Horner on the Taylor coefficients 1/j!, from the highest term down to r^2/2.
+  A coef[C::kTerms + 1];
+  coef[0] = 1;
+  for (int j = 1; j <= C::kTerms; ++j) coef[j] = coef[j - 1] / A(j);
+  Vec<A> p = splat<A>(coef[C::kTerms]);
+  for (int j = C::kTerms - 1; j >= 2; --j) p = p * r + coef[j];
+  p = r + (r * r) * p;  // expm1(r)
+  // 2^k from its bits: the shifted value's low bits hold k (|k| is small).
+  const I k_int = (I)shifted - (I)splat<A>(C::kShifter);
+  const Vec<A> two_k = (Vec<A>)((k_int + C::kBias) << C::kMantissa);
+  return two_k * p + (two_k - A(1));
+}
+
+// t = tanh(z) and, if wanted, s = 1 - tanh(z)^2, both accurate to a few ulp. With
+// e = expm1(2|z|): tanh|z| = e / (e + 2) and 1 - tanh^2 = 4 (e + 1) / (e + 2)^2, which
+// (unlike 1 - t*t) keeps its relative accuracy for large |z|. NaN in gives NaN out.
+template <class A, bool WithDerivative>
+inline Vec<A> tanh_vec(Vec<A> z, Vec<A>* derivative) {
+  using I = Bits<A>;
+  const I sign_mask = (I)splat<A>(A(-0.0));
+  const Vec<A> abs_z = (Vec<A>)((I)z & ~sign_mask);
+  Vec<A> y = abs_z + abs_z;
+  y = y < ExpConstants<A>::kClamp ? y : splat<A>(ExpConstants<A>::kClamp);
+  const Vec<A> e = expm1_nonnegative<A>(y);
+  const Vec<A> inv = A(1) / (e + A(2));
+  const I is_nan = z != z;
+  Vec<A> t = (Vec<A>)((I)(e * inv) | ((I)z & sign_mask));
+  t = is_nan ? z : t;
+  if constexpr (WithDerivative) {
+    const Vec<A> s = (A(4) * inv) * ((e + A(1)) * inv);
+    *derivative = is_nan ? z : s;
+  }
+  return t;
+}
+
+}  // namespace PYNORM_ISA
+}  // namespace pynorm

@@ -1,0 +1,35 @@
+// Runtime dispatch: one KernelTable per instruction set compiled into the module.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "pynorm/common.h"
+#include "pynorm/dyt.h"
+#include "pynorm/norm.h"
+
+namespace pynorm {
+
+struct KernelTable {
+  const char* name;
+  void (*norm_forward[kNumDTypes])(const NormForwardArgs&);
+  void (*norm_backward[kNumDTypes])(const NormBackwardArgs&);
+  void (*dyt_forward[kNumDTypes])(const DytForwardArgs&);
+  void (*dyt_backward[kNumDTypes])(const DytBackwardArgs&);
+};
+
+// The table in use (the best the CPU supports, unless set_simd_level chose a lower one).
+const KernelTable& kernels();
+std::string simd_level();
+std::vector<std::string> compiled_simd_levels();   // every level built into the module
+std::vector<std::string> supported_simd_levels();  // those this CPU can run
+// Selects a level by name; throws std::invalid_argument if unknown or unsupported here.
+void set_simd_level(const std::string& name);
+
+// Threads: 0 means "OpenMP's default" (omp_get_max_threads, which threadpoolctl controls).
+void set_num_threads(int n);
+int get_num_threads();
+// The number of threads to use for a kernel touching `bytes` bytes, given a per-call request
+// (<= 0: the global setting). Small problems stay single-threaded.
+int threads_for(int64_t bytes, int requested);
+
+}  // namespace pynorm

@@ -1,0 +1,56 @@
+// Raw views of the arrays pynorm/_array.py prepared. Python has already checked shapes and
+// converted dtypes and made user-facing errors; these checks guard the C++ boundary itself
+// (a wrong call into _core raises, never reads out of bounds).
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "pynorm/common.h"
+
+namespace pynorm {
+namespace py = pybind11;
+
+inline DType dtype_from_code(int code) {
+  if (code < 0 || code >= kNumDTypes) throw py::value_error("pynorm._core: unknown dtype code " + std::to_string(code));
+  return static_cast<DType>(code);
+}
+
+// A [rows, dim] array whose last axis is contiguous.
+struct Rows {
+  void* data;
+  int64_t rows, dim, row_stride;  // row_stride in elements
+};
+
+inline Rows rows_of(const py::array& a, DType dtype, const char* name) {
+  const int64_t size = itemsize(dtype);
+  if (a.ndim() != 2) throw py::value_error(std::string("pynorm._core: ") + name + " must be 2-d");
+  if (a.itemsize() != size) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong itemsize");
+  if (a.shape(1) > 1 && a.strides(1) != size)
+    throw py::value_error(std::string("pynorm._core: ") + name + " must be contiguous along its last axis");
+  if (a.strides(0) % size != 0) throw py::value_error(std::string("pynorm._core: ") + name + " has a misaligned stride");
+  return {const_cast<void*>(a.data()), a.shape(0), a.shape(1), a.strides(0) / size};
+}
+
+inline void require_writable_contiguous(const py::array& a, const char* name) {
+  if (!a.writeable() || !(a.flags() & py::array::c_style))
+    throw py::value_error(std::string("pynorm._core: ") + name + " must be a writable C-contiguous array");
+}
+
+inline void same_shape(const Rows& a, const Rows& b, const char* name) {
+  if (a.rows != b.rows || a.dim != b.dim) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong shape");
+}
+
+// A 1-d contiguous array of n elements of the given type, or None (-> nullptr).
+inline void* vector_or_null(const py::object& o, int64_t n, DType dtype, const char* name, bool writable = false) {
+  if (o.is_none()) return nullptr;
+  py::array a = py::reinterpret_borrow<py::array>(o);
+  if (!py::isinstance<py::array>(o) || a.ndim() != 1 || a.shape(0) != n || a.itemsize() != itemsize(dtype) ||
+      !(a.flags() & py::array::c_style) || (writable && !a.writeable()))
+    throw py::value_error(std::string("pynorm._core: ") + name + " must be a contiguous 1-d array of length " +
+                          std::to_string(n));
+  return writable ? a.mutable_data() : const_cast<void*>(a.data());
+}
+
+}  // namespace pynorm

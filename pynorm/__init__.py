@@ -1,0 +1,66 @@
+"""pynorm: fast, tested normalization and linear-attention kernels for NumPy.
+
+The functions work on the last axis of array-likes (NumPy arrays, torch CPU tensors, lists)
+and return NumPy arrays of the input's dtype; every op has a ``*_backward``. See the README
+for the conventions, and ``pynorm.show_config()`` for what this build runs on.
+"""
+
+from __future__ import annotations
+
+from ._core_loader import core as _load_core
+from .ops import dyt, dyt_backward, layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "dyt",
+    "dyt_backward",
+    "get_num_threads",
+    "layer_norm",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_backward",
+    "set_num_threads",
+    "show_config",
+    "simd_level",
+]
+
+
+def set_num_threads(n: int | None) -> None:
+    """Sets the number of threads pynorm's kernels use (None or 0: OpenMP's default, which
+    OMP_NUM_THREADS and threadpoolctl control). Small inputs always run on one thread."""
+    if n is None:
+        n = 0
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"pynorm.set_num_threads: n must be a non-negative integer or None, got {n!r}")
+    _load_core().set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads a large kernel call uses."""
+    return _load_core().get_num_threads()
+
+
+def simd_level() -> str:
+    """The instruction set of the CPU kernels in use: 'baseline', 'avx2' or 'avx512'."""
+    return _load_core().simd_level()
+
+
+def config() -> dict:
+    """What show_config prints, as a dict."""
+    core = _load_core()
+    return {
+        "version": __version__,
+        "simd_level": core.simd_level(),
+        "simd_levels_compiled": list(core.compiled_simd_levels()),
+        "simd_levels_supported": list(core.supported_simd_levels()),
+        "openmp": f"OpenMP {core.openmp_version}",
+        "threads": core.get_num_threads(),
+        "cuda": "not built (no CUDA kernels in this build)",
+    }
+
+
+def show_config() -> None:
+    """Prints the version, SIMD level, OpenMP and thread count, and CUDA availability."""
+    for key, value in config().items():
+        print(f"{key:>22}: {value}")

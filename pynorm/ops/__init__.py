@@ -1,0 +1,13 @@
+"""The functional API: one module per op, each with its forward and *_backward."""
+
+from .dyt import dyt, dyt_backward
+from .norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+
+__all__ = [
+    "dyt",
+    "dyt_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_backward",
+]

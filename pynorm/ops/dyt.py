@@ -1,0 +1,84 @@
+"""Dynamic Tanh (DyT, Zhu et al. 2025): ``y = weight * tanh(alpha * x) + bias``.
+
+alpha is one scalar; weight and bias are per channel (the last axis) and optional. The
+backward recomputes tanh from x (nothing else is saved) and evaluates 1 - tanh^2 in a form
+that keeps its accuracy where tanh saturates, in float32 for 16-bit inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import _array
+from .._core_loader import core
+
+
+def dyt(
+    x: Any,
+    alpha: Any,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    out: Optional[np.ndarray] = None,
+    n_threads: Optional[int] = None,
+) -> np.ndarray:
+    """DyT over the last axis of ``x``: ``weight * tanh(alpha * x) + bias``.
+
+    Args:
+        x: array-like of shape (..., dim).
+        alpha: a number or a one-element array (the learnable scalar).
+        weight, bias: optional arrays of shape (dim,).
+        out: optional C-contiguous array of x's shape and dtype (may be x).
+        n_threads: threads for this call.
+
+    Returns:
+        y with x's shape and dtype.
+    """
+    fn = "pynorm.dyt"
+    x = _array.as_input(x, "x", fn)
+    a = _array.scalar(alpha, "alpha", fn)
+    dim = x.shape[-1]
+    w = _array.vector(weight, dim, x.dtype, "weight", fn)
+    b = _array.vector(bias, dim, x.dtype, "bias", fn)
+    y, y_rows = _array.output(x, out, fn)
+    core().dyt_forward(
+        _array.as_rows(x), y_rows, w, b, _array.dtype_code(x.dtype), a, _array.threads_value(n_threads, fn)
+    )
+    return y
+
+
+def dyt_backward(
+    dy: Any,
+    x: Any,
+    alpha: Any,
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    n_threads: Optional[int] = None,
+):
+    """Gradients of :func:`dyt`.
+
+    Returns:
+        ``(dx, dalpha, dweight, dbias)``: dx with x's shape; dalpha of shape (1,);
+        dweight / dbias of shape (dim,), or None when weight / bias is None. All in x's
+        dtype; the sums over rows are accumulated in float32 (float64 for float64) over a
+        fixed partition of rows, so they do not depend on the thread count.
+    """
+    fn = "pynorm.dyt_backward"
+    x = _array.as_input(x, "x", fn)
+    dy = _array.like(dy, x, "dy", fn)
+    a = _array.scalar(alpha, "alpha", fn)
+    dim = x.shape[-1]
+    w = _array.vector(weight, dim, x.dtype, "weight", fn)
+    _array.vector(bias, dim, x.dtype, "bias", fn)  # checked; only its presence matters
+    dx, dx_rows = _array.output(x, None, fn)
+    dalpha = np.empty(1, dtype=_array.accumulate_dtype(x.dtype))
+    dweight = np.empty(dim, dtype=x.dtype) if w is not None else None
+    dbias = np.empty(dim, dtype=x.dtype) if bias is not None else None
+    core().dyt_backward(
+        _array.as_rows(dy), _array.as_rows(x), w, dx_rows, dalpha, dweight, dbias,
+        _array.dtype_code(x.dtype), a, _array.threads_value(n_threads, fn),
+    )  # fmt: skip
+    return dx, dalpha.astype(x.dtype), dweight, dbias
