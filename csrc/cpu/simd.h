@@ -55,9 +55,10 @@ template <class A> using Vec = typename VecOf<A>::type;
 template <class A> using Bits = typename VecOf<A>::bits;
 template <class A> constexpr int kLanes = PYNORM_VEC_BYTES / sizeof(A);
 
-template <class A> inline Vec<A> splat(A a) {
-  Vec<A> v = {};
-  return v + a;
+template <class A> inline Vec<A> splat(A a) {  // (not {} + a: 0 + -0 is +0)
+  Vec<A> v;
+  for (int i = 0; i < kLanes<A>; ++i) v[i] = a;
+  return v;
 }
 // Sum of the lanes, always in the same order.
 template <class V> inline auto hsum(V v) {
@@ -193,8 +194,8 @@ template <> inline vu16 pack<Half>(vf32 v) {
 #endif
 }
 
-// Stores a whole vector; with Stream=true it bypasses the caches (p must be aligned to the
-// vector's size: write_row takes care of that).
+// Stores a whole vector; with Stream=true it bypasses the caches (p must then be aligned to
+// the vector's size).
 template <bool Stream, class T> inline void store(T* p, Vec<acc_t<T>> v, Full) {
   const auto bits = pack<T>(v);
 #if defined(__x86_64__) || defined(__i386__)
@@ -229,32 +230,24 @@ inline void stream_fence() {
 }
 
 // ------------------------------------------------------------------ row loops
-// Calls f(i, Full{}) for each whole vector of [begin, n) and f(i, k) for a k-lane tail.
-template <class A, class F> inline void for_each_vec(int64_t begin, int64_t n, F&& f) {
+// Calls f(i, Full{}) for each whole vector of [0, n) and f(i, k) for a k-lane tail.
+template <class A, class F> inline void for_each_vec(int64_t n, F&& f) {
   constexpr int L = kLanes<A>;
-  int64_t i = begin;
+  int64_t i = 0;
   for (; i + L <= n; i += L) f(i, Full{});
   if (i < n) f(i, int(n - i));
 }
-template <class A, class F> inline void for_each_vec(int64_t n, F&& f) { for_each_vec<A>(0, n, f); }
 
-// out[i] = value(i, k) for i in [0, n), a vector at a time. With Stream=true the whole
-// vectors are streamed to memory, after a head that brings `out` to vector alignment.
+// out[i] = value(i, k) for i in [0, n), a vector at a time, vectors always starting at
+// element 0 (so that reductions done inside value() group elements the same way whatever
+// the address). With Stream=true, rows that start at a vector-aligned address are streamed
+// to memory; others are stored normally (pynorm allocates its outputs 64-byte aligned).
 template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n, F&& value) {
-  using A = acc_t<T>;
-  auto put = [&](int64_t i, auto k) { store<Stream>(out + i, value(i, k), k); };
-  int64_t head = 0;
-  if constexpr (Stream) {
-    constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
-    const size_t misalign = reinterpret_cast<uintptr_t>(out) % bytes;
-    head = misalign == 0 ? 0 : int64_t((bytes - misalign) / sizeof(T));
-    if (head > n) head = n;
-    for (int64_t i = 0; i < head; i += kLanes<A>) {
-      const int64_t k = head - i < kLanes<A> ? head - i : kLanes<A>;
-      put(i, int(k));
-    }
-  }
-  for_each_vec<A>(head, n, put);
+  constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
+  if (Stream && reinterpret_cast<uintptr_t>(out) % bytes == 0)
+    for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) { store<true>(out + i, value(i, k), k); });
+  else
+    for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) { store<false>(out + i, value(i, k), k); });
 }
 
 // Outputs this large are written with streaming stores: they would not stay in cache anyway.
@@ -385,7 +378,8 @@ inline Vec<A> tanh_vec(Vec<A> z, Vec<A>* derivative) {
   Vec<A> t = (Vec<A>)((I)(e * inv) | ((I)z & sign_mask));
   t = is_nan ? z : t;
   if constexpr (WithDerivative) {
-    const Vec<A> s = (A(4) * inv) * ((e + A(1)) * inv);
+    Vec<A> s = (A(4) * inv) * ((e + A(1)) * inv);
+    s = abs_z == __builtin_inf() ? splat<A>(0) : s;  // exactly 0 at +-inf, as 1 - tanh^2 is
     *derivative = is_nan ? z : s;
   }
   return t;
