@@ -67,6 +67,41 @@ template <class V> inline auto hsum(V v) {
   return s;
 }
 
+// a * b + c, fused where the instruction set has FMA (the build otherwise keeps a*b+c unfused).
+inline vf32 fmadd(vf32 a, vf32 b, vf32 c) {
+#if defined(__AVX512F__)
+  return (vf32)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__)
+  return (vf32)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  return a * b + c;
+#endif
+}
+inline vf64 fmadd(vf64 a, vf64 b, vf64 c) {
+#if defined(__AVX512F__)
+  return (vf64)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif defined(__FMA__)
+  return (vf64)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+  return a * b + c;
+#endif
+}
+
+// c[0] + c[1] r + ... + c[N-1] r^(N-1) by Estrin's scheme: pairs first, then combined with
+// r^2, r^4, ...: a dependency chain of log2(N) steps instead of Horner's N.
+template <class A, int N> inline Vec<A> polynomial(Vec<A> r, const A (&c)[N]) {
+  Vec<A> terms[(N + 1) / 2];
+  for (int i = 0; i < N / 2; ++i) terms[i] = fmadd(splat<A>(c[2 * i + 1]), r, splat<A>(c[2 * i]));
+  if (N % 2) terms[N / 2] = splat<A>(c[N - 1]);
+  Vec<A> power = r * r;
+  for (int n = (N + 1) / 2; n > 1; n = (n + 1) / 2) {
+    for (int i = 0; i < n / 2; ++i) terms[i] = fmadd(terms[2 * i + 1], power, terms[2 * i]);
+    if (n % 2) terms[n / 2] = terms[n - 1];
+    power = power * power;
+  }
+  return terms[0];
+}
+
 // A tag for "a whole vector": loads and stores take either Full or a lane count (the tail).
 struct Full {};
 template <class V> inline V keep(V v, Full) { return v; }
@@ -348,18 +383,16 @@ template <class A> inline Vec<A> expm1_nonnegative(Vec<A> y) {
   constexpr A kLn2Hi = A(0.693145751953125), kLn2Lo = A(1.42860682030941723212e-6);
   const Vec<A> shifted = y * A(1.4426950408889634074) + C::kShifter;
   const Vec<A> k = shifted - C::kShifter;  // round(y / ln2)
-  const Vec<A> r = (y - k * kLn2Hi) - k * kLn2Lo;
-  // Horner on the Taylor coefficients 1/j!, from the highest term down to r^2/2.
-  A coef[C::kTerms + 1];
-  coef[0] = 1;
-  for (int j = 1; j <= C::kTerms; ++j) coef[j] = coef[j - 1] / A(j);
-  Vec<A> p = splat<A>(coef[C::kTerms]);
-  for (int j = C::kTerms - 1; j >= 2; --j) p = p * r + coef[j];
-  p = r + (r * r) * p;  // expm1(r)
+  const Vec<A> r = fmadd(k, splat<A>(-kLn2Lo), fmadd(k, splat<A>(-kLn2Hi), y));
+  // expm1(r) = r + r^2 (1/2! + r/3! + ... + r^(n-2)/n!)
+  A coef[C::kTerms - 1];
+  A factorial = 1;
+  for (int j = 2; j <= C::kTerms; ++j) coef[j - 2] = A(1) / (factorial *= A(j));
+  const Vec<A> p = fmadd(r * r, polynomial<A>(r, coef), r);
   // 2^k from its bits: the shifted value's low bits hold k (|k| is small).
   const I k_int = (I)shifted - (I)splat<A>(C::kShifter);
   const Vec<A> two_k = (Vec<A>)((k_int + C::kBias) << C::kMantissa);
-  return two_k * p + (two_k - A(1));
+  return fmadd(two_k, p, two_k - A(1));
 }
 
 // t = tanh(z) and, if wanted, s = 1 - tanh(z)^2, both accurate to a few ulp. With
