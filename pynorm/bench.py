@@ -89,12 +89,19 @@ def _torch():
     return torch
 
 
+def to_torch(torch, a: np.ndarray):
+    """A torch CPU tensor sharing a's memory (bfloat16 included)."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def copy_seconds(x: np.ndarray, torch) -> float:
     """The faster of NumPy's copyto and torch's copy_ (torch with its thread setting)."""
     out = np.empty_like(x)
     best = best_time(lambda: np.copyto(out, x))
     if torch is not None:
-        tx, tout = torch.from_numpy(x), torch.from_numpy(out)
+        tx, tout = to_torch(torch, x), to_torch(torch, out)
         best = min(best, best_time(lambda: tout.copy_(tx)))
     return best
 
@@ -108,9 +115,9 @@ def norm_cases(torch):
         bwd = lambda: pynorm.layer_norm_backward(dy, x, w, b)  # noqa: E731
         if torch is None:
             return fwd, bwd, None, None
-        tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+        tx, tw, tb = (to_torch(torch, a).requires_grad_() for a in (x, w, b))
         ty = F.layer_norm(tx, (x.shape[-1],), tw, tb)
-        tdy = torch.from_numpy(dy)
+        tdy = to_torch(torch, dy)
         return (
             fwd, bwd,
             lambda: F.layer_norm(tx.detach(), (x.shape[-1],), tw.detach(), tb.detach()),
@@ -122,9 +129,9 @@ def norm_cases(torch):
         bwd = lambda: pynorm.rms_norm_backward(dy, x, w)  # noqa: E731
         if torch is None:
             return fwd, bwd, None, None
-        tx, tw = (torch.from_numpy(a).requires_grad_() for a in (x, w))
+        tx, tw = (to_torch(torch, a).requires_grad_() for a in (x, w))
         ty = F.rms_norm(tx, (x.shape[-1],), tw, 1e-6)
-        tdy = torch.from_numpy(dy)
+        tdy = to_torch(torch, dy)
         return (
             fwd, bwd,
             lambda: F.rms_norm(tx.detach(), (x.shape[-1],), tw.detach(), 1e-6),
@@ -136,10 +143,10 @@ def norm_cases(torch):
         bwd = lambda: pynorm.dyt_backward(dy, x, 0.5, w, b)  # noqa: E731
         if torch is None:
             return fwd, bwd, None, None
-        tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+        tx, tw, tb = (to_torch(torch, a).requires_grad_() for a in (x, w, b))
         ta = torch.tensor([0.5], dtype=tx.dtype, requires_grad=True)
         ty = tw * torch.tanh(ta * tx) + tb
-        tdy = torch.from_numpy(dy)
+        tdy = to_torch(torch, dy)
         dx_, da_, dw_, db_ = (t.detach() for t in (tx, ta, tw, tb))
         return (
             fwd, bwd,
