@@ -208,6 +208,8 @@ def loss_fn(loss: losses.Loss) -> Callable:
         return lambda logits, labels: F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     if isinstance(loss, losses.SubspaceDistanceLoss):
         def subspace_distance(y, basis):
+            if loss.normalize:
+                y = y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
             basis = basis if basis.ndim == 3 else basis[..., None]
             residual = y - (basis @ (basis.transpose(1, 2) @ y[..., None]))[..., 0]
             return (residual * residual).sum(-1).mean()

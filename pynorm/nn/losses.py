@@ -71,8 +71,16 @@ class SubspaceDistanceLoss(Loss):
     """P1's loss: the mean over the batch of ``Dist^2(y, V) = ||(I - P_V) y||^2``.
 
     pred y: (batch, d); target: an orthonormal basis of V, (batch, d, r) or (batch, d) for
-    r = 1. The gradient is ``2 (I - P_V) y / batch``.
+    r = 1. With ``normalize=True`` y is first scaled to unit norm, so the loss is sin^2 of
+    the angle between y and V (r = 1) whatever ||y|| is.
+
+    Gradient: ``2 r / batch`` with ``r = (I - P_V) y``; normalised,
+    ``2 (r - u ||r||^2) / (||y|| batch)`` with ``u = y / ||y||`` and ``r = (I - P_V) u``.
     """
+
+    def __init__(self, normalize: bool = False):
+        super().__init__()
+        self.normalize = bool(normalize)
 
     def forward(self, pred, basis):
         if basis.ndim == pred.ndim:
@@ -80,13 +88,19 @@ class SubspaceDistanceLoss(Loss):
         if pred.ndim != 2 or basis.shape[:2] != pred.shape:
             raise ValueError(f"SubspaceDistanceLoss: pred (batch, d) {pred.shape} needs a basis of shape "
                              f"(batch, d, r), got {basis.shape}")
-        residual = pred - (basis @ (np.swapaxes(basis, -1, -2) @ pred[..., None]))[..., 0]
-        self._saved = residual
-        return float((residual * residual).sum(-1).mean())
+        norm = np.sqrt((pred * pred).sum(-1, keepdims=True)) if self.normalize else None
+        unit = pred / norm if self.normalize else pred
+        residual = unit - (basis @ (np.swapaxes(basis, -1, -2) @ unit[..., None]))[..., 0]
+        distance = (residual * residual).sum(-1, keepdims=True)
+        self._saved = (residual, unit, norm, distance)
+        return float(distance.mean())
 
     def backward(self):
-        residual = self._take()
-        return residual * (2.0 / residual.shape[0])
+        residual, unit, norm, distance = self._take()
+        scale = 2.0 / residual.shape[0]
+        if not self.normalize:
+            return residual * scale
+        return (residual - unit * distance) * (scale / norm)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
