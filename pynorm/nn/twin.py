@@ -15,14 +15,15 @@ from .models import build_experiment
 from .train import Trainer
 
 #: Worst relative error allowed per tensor over a twin run, by dtype.
-#: float64: both sides round at ~1e-16 per operation; 50 steps of training amplify that by
-#: far less than 1e7, so 1e-9 leaves room only for rounding, not for a wrong formula.
-#: float32: rounding is ~6e-8 per operation and reductions over a batch (thousands of terms,
-#: summed in different orders by pynorm's kernels, OpenBLAS and torch) give ~1e-6 relative
-#: differences per step, which the training dynamics carry forward; gradients that are small
-#: differences of large terms lose a few more digits. 1e-3 is ~100x above what the two
-#: experiments show over 50 steps, and a wrong formula gives errors of order 1.
-TOLERANCES = {"float64": 1e-9, "float32": 1e-3}
+#: float64: both sides round at ~1e-16 per operation; the runs measure <= ~1e-13 over 50
+#: steps, so 1e-9 leaves room only for rounding, not for a wrong formula.
+#: float32: rounding is ~6e-8 per operation, and gradients are sums over every position of
+#: the batch (300,000 for P2's batch of 6000 x 50) taken in different orders by pynorm's
+#: kernels, OpenBLAS and torch, then carried forward by training. Measured worst over 50
+#: steps: ~4e-6 for p1_looped, ~3e-4 for p2_majority at batch 6000 (small gradients such as
+#: biases lose the most digits). 1e-2 leaves ~30x headroom, while a wrong formula or a
+#: missing term gives errors of order 0.1 to 1.
+TOLERANCES = {"float64": 1e-9, "float32": 1e-2}
 
 
 def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
