@@ -251,16 +251,16 @@ def combined_report(records: Dict[str, Dict[str, Any]]) -> str:
 
 
 def _blas_threads(limit: int):
-    """Limits BLAS threads while an experiment runs: the experiments multiply many tiny
-    matrices, where BLAS threads on shared cores cost far more than they give (we measured
-    10x slower steps). A no-op without threadpoolctl."""
+    """Limits BLAS and OpenMP threads while an experiment runs: the experiments work on many
+    tiny matrices, where extra threads on shared cores cost far more than they give (we
+    measured 10x slower steps). A no-op without threadpoolctl."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         import contextlib
 
         return contextlib.nullcontext()
-    return threadpool_limits(limits=limit, user_api="blas")
+    return threadpool_limits(limits=limit)
 
 
 def _write(path: pathlib.Path, text: str) -> None:
