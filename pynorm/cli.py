@@ -1,9 +1,16 @@
 """The ``pynorm`` command line.
 
     pynorm check <experiment> [--steps N] [--dtype float64|float32] [--set key=value ...]
+    pynorm run <experiment|all> [--quick | --full] [--seeds 1 2 3] [--out DIR] [--no-progress]
 
-runs the pynorm.nn trainer and its torch twin side by side (needs torch), prints the worst
-relative error per tensor, and exits with status 1 if any exceeds the dtype's tolerance.
+``check`` runs the pynorm.nn trainer and its torch twin side by side (needs torch), prints the
+worst relative error per tensor, and exits with status 1 if any exceeds the dtype's tolerance.
+
+``run`` runs a paper experiment (pynorm.experiments) and writes results.json, report.md and
+figures into --out (default results/<experiment>; for ``all``, results/ with one folder per
+experiment and a combined report.md). Default --quick. Rerunning the same command with the
+same --out resumes an interrupted run from its checkpoints. Exit status 1 if an experiment
+failed, 2 for bad arguments or an unavailable experiment.
 """
 
 from __future__ import annotations
@@ -65,6 +72,36 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _run(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from . import experiments
+
+    mode = "full" if args.full else "quick"
+    progress = not args.no_progress
+    if args.experiment == "all":
+        records = experiments.run_all(mode, args.seeds, pathlib.Path(args.out or "results"), progress)
+        out = pathlib.Path(args.out or "results")
+        print(f"pynorm run all ({mode}): report in {out / 'report.md'}")
+        for name, record in records.items():
+            print(f"  {name:<16} {record['status']}")
+        return 1 if any(r["status"] == "failed" for r in records.values()) else 0
+    try:
+        experiments.load(args.experiment)
+    except experiments.ExperimentUnavailable as error:
+        print(f"pynorm run: {error}", file=sys.stderr)
+        return 2
+    out = pathlib.Path(args.out or pathlib.Path("results") / args.experiment)
+    record = experiments.run_experiment(args.experiment, mode, args.seeds, out, progress)
+    from .experiments._report import fmt
+
+    print(f"pynorm run {args.experiment} ({mode}, seeds {record['seeds']}): {record['wall_time_s']:.1f} s; "
+          f"report in {out / 'report.md'}")
+    for c in record["comparisons"]:
+        print(f"  {c['verdict']:<15} {c['name']}: pynorm {fmt(c['ours'])} vs paper {fmt(c['paper'])}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``pynorm`` command."""
     from .nn.models import EXPERIMENTS
@@ -77,9 +114,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     check.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     check.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override an experiment or training setting, e.g. --set batch_size=256 (repeatable)")
+    from .experiments import EXPERIMENTS as PAPER_EXPERIMENTS
+
+    run = commands.add_parser("run", help="run a paper experiment (or all) and write results, figures, a report")
+    run.add_argument("experiment", choices=list(PAPER_EXPERIMENTS) + ["all"])
+    size = run.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small settings, minutes on 2 cores (default)")
+    size.add_argument("--full", action="store_true", help="the paper's settings (hours)")
+    run.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the experiment's)")
+    run.add_argument("--out", help="output folder (default results/<experiment>, or results/ for all)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
-        return _check(args)
+        return _run(args) if args.command == "run" else _check(args)
     except (ValueError, TypeError) as error:
         print(f"pynorm {args.command}: error: {error}", file=sys.stderr)
         return 2
