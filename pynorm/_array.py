@@ -64,6 +64,8 @@ def _is_torch_tensor(x: Any) -> bool:
 
 def as_array(x: Any, name: str, fn: str) -> np.ndarray:
     """Any supported array-like as a NumPy array of a supported float dtype (no copy if possible)."""
+    if type(x) is np.ndarray and x.dtype in _DTYPE_CODES:  # the common case, first
+        return x
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{fn}: {name} must be an array of floats, got {type(x).__name__}")
     if _is_torch_tensor(x):
@@ -165,10 +167,24 @@ def threads_value(n_threads: Optional[int], fn: str) -> int:
     return int(n_threads)
 
 
+ALIGNMENT = 64  # bytes: lets the kernels stream whole vectors to memory from the first element
+
+
+def empty(shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array; from 1 MiB on, its data starts on a 64-byte boundary."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < (1 << 20):  # small outputs are never streamed: skip the (slow) address lookup
+        return np.empty(shape, dtype=dtype)
+    buffer = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % ALIGNMENT
+    return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 def output(x: np.ndarray, out: Optional[np.ndarray], fn: str) -> Tuple[np.ndarray, np.ndarray]:
     """(result with x's shape, its [rows, dim] view) -- a new array, or ``out`` after checks."""
+    rows_shape = (math.prod(x.shape[:-1]), x.shape[-1])
     if out is None:
-        result = np.empty(x.shape, dtype=x.dtype)
+        result = empty(x.shape, x.dtype)
     else:
         if not isinstance(out, np.ndarray):
             raise TypeError(f"{fn}: out must be a NumPy array, got {type(out).__name__}")
@@ -180,4 +196,4 @@ def output(x: np.ndarray, out: Optional[np.ndarray], fn: str) -> Tuple[np.ndarra
         if np.shares_memory(out, x) and not same_buffer:
             raise ValueError(f"{fn}: out overlaps x without being x itself (in-place use must pass out=x)")
         result = out
-    return result, result.reshape(n_rows(x), x.shape[-1])
+    return result, result.reshape(rows_shape)

@@ -96,7 +96,7 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
   const int64_t width = (weight ? dim : 0) + (want_dbias ? dim : 0);
   Buffer<A> totals(width);
   with_bools(
-      [&](auto has_weight, auto has_dbias, auto stream) {
+      [&](auto has_weight, auto has_dbias, auto scale, auto stream) {
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,
             [&](int64_t r, A* partial) {
@@ -127,15 +127,16 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                 }
               });
               const A mean_g = a.center ? hsum(sum_g) / A(dim) : A(0);
-              const A mean_gx = a.scale ? hsum(sum_gx) / A(dim) : A(0);
+              const A mean_gx = hsum(sum_gx) / A(dim);
               write_row<stream>(dx, dim, [&](int64_t i, auto k) {
+                if constexpr (!scale) return g_of(i, k) - mean_g;  // x does not enter: NaN in x stays out
                 const Vec<A> xhat = (load(x + i, k) - s.mean) * s.rstd;
                 return (g_of(i, k) - mean_g - xhat * mean_gx) * s.rstd;
               });
             },
             totals.data);
       },
-      weight != nullptr, want_dbias, stream_output(a.rows * dim * int64_t(sizeof(T))));
+      weight != nullptr, want_dbias, a.scale, stream_output(a.rows * dim * int64_t(sizeof(T))));
   if (weight) store_totals(static_cast<T*>(a.dweight), totals.data, dim);
   if (want_dbias) store_totals(static_cast<T*>(a.dbias), totals.data + (weight ? dim : 0), dim);
 }

@@ -55,15 +55,51 @@ template <class A> using Vec = typename VecOf<A>::type;
 template <class A> using Bits = typename VecOf<A>::bits;
 template <class A> constexpr int kLanes = PYNORM_VEC_BYTES / sizeof(A);
 
-template <class A> inline Vec<A> splat(A a) {
-  Vec<A> v = {};
-  return v + a;
+template <class A> inline Vec<A> splat(A a) {  // (not {} + a: 0 + -0 is +0)
+  Vec<A> v;
+  for (int i = 0; i < kLanes<A>; ++i) v[i] = a;
+  return v;
 }
 // Sum of the lanes, always in the same order.
 template <class V> inline auto hsum(V v) {
   decltype(v[0] + 0) s = 0;
   for (size_t i = 0; i < sizeof(V) / sizeof(s); ++i) s += v[i];
   return s;
+}
+
+// a * b + c, fused where the instruction set has FMA (the build otherwise keeps a*b+c unfused).
+inline vf32 fmadd(vf32 a, vf32 b, vf32 c) {
+#if defined(__AVX512F__)
+  return (vf32)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__)
+  return (vf32)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  return a * b + c;
+#endif
+}
+inline vf64 fmadd(vf64 a, vf64 b, vf64 c) {
+#if defined(__AVX512F__)
+  return (vf64)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif defined(__FMA__)
+  return (vf64)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+  return a * b + c;
+#endif
+}
+
+// c[0] + c[1] r + ... + c[N-1] r^(N-1) by Estrin's scheme: pairs first, then combined with
+// r^2, r^4, ...: a dependency chain of log2(N) steps instead of Horner's N.
+template <class A, int N> inline Vec<A> polynomial(Vec<A> r, const A (&c)[N]) {
+  Vec<A> terms[(N + 1) / 2];
+  for (int i = 0; i < N / 2; ++i) terms[i] = fmadd(splat<A>(c[2 * i + 1]), r, splat<A>(c[2 * i]));
+  if (N % 2) terms[N / 2] = splat<A>(c[N - 1]);
+  Vec<A> power = r * r;
+  for (int n = (N + 1) / 2; n > 1; n = (n + 1) / 2) {
+    for (int i = 0; i < n / 2; ++i) terms[i] = fmadd(terms[2 * i + 1], power, terms[2 * i]);
+    if (n % 2) terms[n / 2] = terms[n - 1];
+    power = power * power;
+  }
+  return terms[0];
 }
 
 // A tag for "a whole vector": loads and stores take either Full or a lane count (the tail).
@@ -193,8 +229,8 @@ template <> inline vu16 pack<Half>(vf32 v) {
 #endif
 }
 
-// Stores a whole vector; with Stream=true it bypasses the caches (p must be aligned to the
-// vector's size: write_row takes care of that).
+// Stores a whole vector; with Stream=true it bypasses the caches (p must then be aligned to
+// the vector's size).
 template <bool Stream, class T> inline void store(T* p, Vec<acc_t<T>> v, Full) {
   const auto bits = pack<T>(v);
 #if defined(__x86_64__) || defined(__i386__)
@@ -229,32 +265,24 @@ inline void stream_fence() {
 }
 
 // ------------------------------------------------------------------ row loops
-// Calls f(i, Full{}) for each whole vector of [begin, n) and f(i, k) for a k-lane tail.
-template <class A, class F> inline void for_each_vec(int64_t begin, int64_t n, F&& f) {
+// Calls f(i, Full{}) for each whole vector of [0, n) and f(i, k) for a k-lane tail.
+template <class A, class F> inline void for_each_vec(int64_t n, F&& f) {
   constexpr int L = kLanes<A>;
-  int64_t i = begin;
+  int64_t i = 0;
   for (; i + L <= n; i += L) f(i, Full{});
   if (i < n) f(i, int(n - i));
 }
-template <class A, class F> inline void for_each_vec(int64_t n, F&& f) { for_each_vec<A>(0, n, f); }
 
-// out[i] = value(i, k) for i in [0, n), a vector at a time. With Stream=true the whole
-// vectors are streamed to memory, after a head that brings `out` to vector alignment.
+// out[i] = value(i, k) for i in [0, n), a vector at a time, vectors always starting at
+// element 0 (so that reductions done inside value() group elements the same way whatever
+// the address). With Stream=true, rows that start at a vector-aligned address are streamed
+// to memory; others are stored normally (pynorm allocates its outputs 64-byte aligned).
 template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n, F&& value) {
-  using A = acc_t<T>;
-  auto put = [&](int64_t i, auto k) { store<Stream>(out + i, value(i, k), k); };
-  int64_t head = 0;
-  if constexpr (Stream) {
-    constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
-    const size_t misalign = reinterpret_cast<uintptr_t>(out) % bytes;
-    head = misalign == 0 ? 0 : int64_t((bytes - misalign) / sizeof(T));
-    if (head > n) head = n;
-    for (int64_t i = 0; i < head; i += kLanes<A>) {
-      const int64_t k = head - i < kLanes<A> ? head - i : kLanes<A>;
-      put(i, int(k));
-    }
-  }
-  for_each_vec<A>(head, n, put);
+  constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
+  if (Stream && reinterpret_cast<uintptr_t>(out) % bytes == 0)
+    for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) { store<true>(out + i, value(i, k), k); });
+  else
+    for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) { store<false>(out + i, value(i, k), k); });
 }
 
 // Outputs this large are written with streaming stores: they would not stay in cache anyway.
@@ -355,18 +383,16 @@ template <class A> inline Vec<A> expm1_nonnegative(Vec<A> y) {
   constexpr A kLn2Hi = A(0.693145751953125), kLn2Lo = A(1.42860682030941723212e-6);
   const Vec<A> shifted = y * A(1.4426950408889634074) + C::kShifter;
   const Vec<A> k = shifted - C::kShifter;  // round(y / ln2)
-  const Vec<A> r = (y - k * kLn2Hi) - k * kLn2Lo;
-  // Horner on the Taylor coefficients 1/j!, from the highest term down to r^2/2.
-  A coef[C::kTerms + 1];
-  coef[0] = 1;
-  for (int j = 1; j <= C::kTerms; ++j) coef[j] = coef[j - 1] / A(j);
-  Vec<A> p = splat<A>(coef[C::kTerms]);
-  for (int j = C::kTerms - 1; j >= 2; --j) p = p * r + coef[j];
-  p = r + (r * r) * p;  // expm1(r)
+  const Vec<A> r = fmadd(k, splat<A>(-kLn2Lo), fmadd(k, splat<A>(-kLn2Hi), y));
+  // expm1(r) = r + r^2 (1/2! + r/3! + ... + r^(n-2)/n!)
+  A coef[C::kTerms - 1];
+  A factorial = 1;
+  for (int j = 2; j <= C::kTerms; ++j) coef[j - 2] = A(1) / (factorial *= A(j));
+  const Vec<A> p = fmadd(r * r, polynomial<A>(r, coef), r);
   // 2^k from its bits: the shifted value's low bits hold k (|k| is small).
   const I k_int = (I)shifted - (I)splat<A>(C::kShifter);
   const Vec<A> two_k = (Vec<A>)((k_int + C::kBias) << C::kMantissa);
-  return two_k * p + (two_k - A(1));
+  return fmadd(two_k, p, two_k - A(1));
 }
 
 // t = tanh(z) and, if wanted, s = 1 - tanh(z)^2, both accurate to a few ulp. With
@@ -385,7 +411,8 @@ inline Vec<A> tanh_vec(Vec<A> z, Vec<A>* derivative) {
   Vec<A> t = (Vec<A>)((I)(e * inv) | ((I)z & sign_mask));
   t = is_nan ? z : t;
   if constexpr (WithDerivative) {
-    const Vec<A> s = (A(4) * inv) * ((e + A(1)) * inv);
+    Vec<A> s = (A(4) * inv) * ((e + A(1)) * inv);
+    s = abs_z == __builtin_inf() ? splat<A>(0) : s;  // exactly 0 at +-inf, as 1 - tanh^2 is
     *derivative = is_nan ? z : s;
   }
   return t;

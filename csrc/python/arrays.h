@@ -27,6 +27,7 @@ inline Rows rows_of(const py::array& a, DType dtype, const char* name) {
   const int64_t size = itemsize(dtype);
   if (a.ndim() != 2) throw py::value_error(std::string("pynorm._core: ") + name + " must be 2-d");
   if (a.itemsize() != size) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong itemsize");
+  if (a.shape(0) == 0 || a.shape(1) == 0) return {const_cast<void*>(a.data()), a.shape(0), a.shape(1), 0};  // no element is read
   if (a.shape(1) > 1 && a.strides(1) != size)
     throw py::value_error(std::string("pynorm._core: ") + name + " must be contiguous along its last axis");
   if (a.strides(0) % size != 0) throw py::value_error(std::string("pynorm._core: ") + name + " has a misaligned stride");

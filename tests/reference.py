@@ -1,0 +1,75 @@
+"""Independent references: torch autograd on the textbook formulas, in float64.
+
+Every op is written the way a user would write it in torch (F.layer_norm where torch has
+it, the composite formula otherwise), run in float64 on the very values pynorm sees (16-bit
+inputs are widened exactly), and differentiated by autograd.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+try:
+    import ml_dtypes
+
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # the test extra installs it; without it bfloat16 cases are skipped
+    BFLOAT16 = None
+
+DTYPES = ["float64", "float32", "float16", "bfloat16"]
+
+
+def np_dtype(name):
+    """The NumPy dtype called ``name`` (skips the test when bfloat16 is unavailable)."""
+    if name == "bfloat16":
+        if BFLOAT16 is None:
+            pytest.skip("ml_dtypes is not installed")
+        return BFLOAT16
+    return np.dtype(name)
+
+torch.set_default_dtype(torch.float64)
+
+
+def to_torch(a):
+    """float64 torch tensor (requires_grad) holding exactly the values of array a."""
+    if a is None:
+        return None
+    return torch.tensor(np.array(a, dtype=np.float64), requires_grad=True)
+
+
+def grads(y, dy, *inputs):
+    """Gradients of sum(y * dy) with respect to each input (None for absent ones)."""
+    present = [t for t in inputs if t is not None]
+    got = iter(torch.autograd.grad(y, present, torch.tensor(np.array(dy, dtype=np.float64))))
+    return [None if t is None else next(got).numpy() for t in inputs]
+
+
+def layer_norm(x, weight, bias, eps, center, scale, dy):
+    """Forward and gradients of the four LayerNorm variants; returns (y, dx, dweight, dbias)."""
+    xt, wt, bt = to_torch(x), to_torch(weight), to_torch(bias)
+    if center and scale:
+        dim = xt.shape[-1]
+        y = torch.nn.functional.layer_norm(xt, (dim,), wt, bt, eps)
+    else:
+        y = xt - xt.mean(-1, keepdim=True) if center else xt
+        if scale:
+            y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + eps)
+        if wt is not None:
+            y = y * wt
+        if bt is not None:
+            y = y + bt
+    dx, dw, db = grads(y, dy, xt, wt, bt)
+    return y.detach().numpy(), dx, dw, db
+
+
+def dyt(x, alpha, weight, bias, dy):
+    """DyT forward and gradients; returns (y, dx, dalpha, dweight, dbias)."""
+    xt, wt, bt = to_torch(x), to_torch(weight), to_torch(bias)
+    at = torch.tensor([float(alpha)], requires_grad=True)
+    y = torch.tanh(at * xt)
+    if wt is not None:
+        y = y * wt
+    if bt is not None:
+        y = y + bt
+    dx, da, dw, db = grads(y, dy, xt, at, wt, bt)
+    return y.detach().numpy(), dx, da, dw, db

@@ -1,0 +1,161 @@
+"""The promises every op shares: clear errors, thread-count independence, threading control,
+SIMD level selection, concurrency."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import pynorm
+
+X = np.ones((4, 8), np.float32)
+W8 = np.ones(8, np.float32)
+
+BAD_CALLS = [
+    (lambda: pynorm.layer_norm(X, np.ones(7)), ValueError, "weight must have shape (8,)"),
+    (lambda: pynorm.layer_norm(X, W8, np.ones((2, 8))), ValueError, "bias must have shape (8,)"),
+    (lambda: pynorm.layer_norm(np.float32(3.0)), ValueError, "at least 1 dimension"),
+    (lambda: pynorm.layer_norm(X, eps=-1e-5), ValueError, "eps must be finite and >= 0"),
+    (lambda: pynorm.layer_norm(X, eps=float("nan")), ValueError, "eps must be finite"),
+    (lambda: pynorm.layer_norm(X, eps="small"), TypeError, "eps must be a number"),
+    (lambda: pynorm.layer_norm("abc"), TypeError, "x must be an array of floats"),
+    (lambda: pynorm.layer_norm(np.array([{"a": 1}])), TypeError, "dtype object"),
+    (lambda: pynorm.layer_norm(np.ones((3, 4), np.int64)), TypeError, "dtype int64"),
+    (lambda: pynorm.layer_norm(np.ones((3, 4), np.complex128)), TypeError, "dtype complex128"),
+    (lambda: pynorm.layer_norm([[1, 2], [3]]), TypeError, "could not be read as an array"),
+    (lambda: pynorm.layer_norm(X, out=np.empty((4, 8), np.float64)), ValueError, "out must have shape"),
+    (lambda: pynorm.layer_norm(X, out=np.empty((8, 4), np.float32).T), ValueError, "C-contiguous"),
+    (lambda: pynorm.layer_norm(X, out=[0.0]), TypeError, "out must be a NumPy array"),
+    (lambda: pynorm.layer_norm(X, n_threads=0), ValueError, "n_threads must be a positive integer"),
+    (lambda: pynorm.layer_norm_backward(np.ones((4, 7)), X), ValueError, "dy has shape (4, 7) but x has shape (4, 8)"),
+    (lambda: pynorm.layer_norm_backward(X, X, mean=np.zeros(3)), ValueError, "mean must have shape (4,)"),
+    (lambda: pynorm.rms_norm(X, np.ones(9)), ValueError, "pynorm.rms_norm: weight must have shape (8,)"),
+    (lambda: pynorm.rms_norm_backward(X, X, rstd=np.zeros(5)), ValueError, "rstd must have shape (4,)"),
+    (lambda: pynorm.dyt(X, np.ones(2)), ValueError, "alpha must have exactly one element"),
+    (lambda: pynorm.dyt(X, "half"), TypeError, "alpha must be a number"),
+    (lambda: pynorm.dyt(X, 0.5, np.ones(3)), ValueError, "weight must have shape (8,)"),
+    (lambda: pynorm.dyt_backward(np.ones((2, 8)), X, 0.5), ValueError, "dy has shape"),
+    (lambda: pynorm.dyt(np.ones(4, bool), 0.5), TypeError, "dtype bool"),
+    (lambda: pynorm.set_num_threads(-1), ValueError, "non-negative integer"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD_CALLS, ids=[m for _, _, m in BAD_CALLS])
+def test_bad_input_gets_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call()
+
+
+def test_partially_overlapping_out_is_refused():
+    buf = np.zeros(40, np.float32)
+    x = buf[:32].reshape(4, 8)
+    with pytest.raises(ValueError, match="overlaps"):
+        pynorm.layer_norm(x, out=buf[8:40].reshape(4, 8))
+
+
+def test_internal_module_guards_its_boundary():
+    core = pynorm._core_loader.core()
+    with pytest.raises(ValueError, match="must be 2-d"):
+        core.norm_forward(np.ones(3, np.float32), np.ones(3, np.float32), None, None, None, None, 0, 1e-5, True, True, 0)
+    with pytest.raises(ValueError, match="wrong itemsize"):
+        core.norm_forward(np.ones((2, 3)), np.ones((2, 3)), None, None, None, None, 0, 1e-5, True, True, 0)
+    with pytest.raises(ValueError, match="length 3"):
+        core.norm_forward(X[:, :3], np.ones((4, 3), np.float32), np.ones(4, np.float32), None, None, None, 0, 1e-5, True, True, 0)
+
+
+def _all_outputs(x, dy, w, b, n_threads):
+    outs = [pynorm.layer_norm(x, w, b, n_threads=n_threads)]
+    outs += pynorm.layer_norm_backward(dy, x, w, b, n_threads=n_threads)
+    outs += pynorm.rms_norm_backward(dy, x, w, n_threads=n_threads)
+    outs += [pynorm.dyt(x, 0.6, w, b, n_threads=n_threads)]
+    outs += pynorm.dyt_backward(dy, x, 0.6, w, b, n_threads=n_threads)
+    return outs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(3000, 300), (7, 70000), (100_000, 8)])
+def test_results_are_bitwise_identical_for_1_2_3_threads(dtype, shape):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(shape[-1]).astype(dtype)
+    b = rng.standard_normal(shape[-1]).astype(dtype)
+    reference = _all_outputs(x, dy, w, b, 1)
+    for n in (2, 3):
+        for got, want in zip(_all_outputs(x, dy, w, b, n), reference):
+            assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_set_num_threads_and_threadpoolctl():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = pynorm.get_num_threads()
+    try:
+        pynorm.set_num_threads(3)
+        assert pynorm.get_num_threads() == 3
+        pynorm.set_num_threads(None)  # back to OpenMP's default, which threadpoolctl controls
+        with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+            assert pynorm.get_num_threads() == 1
+    finally:
+        pynorm.set_num_threads(None)
+    assert pynorm.get_num_threads() == before
+
+
+def test_concurrent_calls_from_python_threads():
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal((500, 257)).astype(np.float32) for _ in range(8)]
+    expected = [pynorm.layer_norm_backward(x, x, x[0])[0] for x in inputs]
+    results = [None] * len(inputs)
+
+    def work(i):
+        for _ in range(5):
+            results[i] = pynorm.layer_norm_backward(inputs[i], inputs[i], inputs[i][0])[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        assert np.array_equal(got, want)
+
+
+def _run_python(code, **env):
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True
+    )
+
+
+def test_simd_level_can_be_forced_lower_by_environment():
+    levels = pynorm._core_loader.core().supported_simd_levels()
+    assert "baseline" in levels and pynorm.simd_level() in levels
+    run = _run_python("import pynorm; print(pynorm.simd_level())", PYNORM_SIMD="baseline")
+    assert run.stdout.strip() == "baseline"
+    run = _run_python("import pynorm; print(pynorm.simd_level())", PYNORM_SIMD="sse9")
+    assert "PYNORM_SIMD='sse9' ignored: unknown SIMD level" in run.stderr
+
+
+def test_every_supported_level_gives_the_same_answers_to_rounding():
+    core = pynorm._core_loader.core()
+    original = core.simd_level()
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((33, 1001))
+    results = {}
+    try:
+        for level in core.supported_simd_levels():
+            core.set_simd_level(level)
+            results[level] = _all_outputs(x, x[::-1].copy(), x[0], x[1], 2)
+    finally:
+        core.set_simd_level(original)
+    for level, outs in results.items():
+        for got, want in zip(outs, results["baseline"]):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max(), err_msg=level)
+
+
+def test_show_config(capsys):
+    pynorm.show_config()
+    text = capsys.readouterr().out
+    for key in ("version", "simd_level", "openmp", "threads", "cuda"):
+        assert key in text
