@@ -31,6 +31,12 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
+def _times(a: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``a @ matrix`` for a of shape (..., k) as ONE 2-d GEMM (NumPy's broadcasting matmul
+    would call BLAS once per leading index)."""
+    return (_flat(a) @ matrix).reshape(*a.shape[:-1], matrix.shape[-1])
+
+
 class LinearAttention(Module):
     """Linear (softmax-free) self-attention, ``out_i = scale * sum_j (q_i . k_j) v_j``.
 
@@ -74,7 +80,7 @@ class LinearAttention(Module):
         if x.ndim < 2:
             raise ValueError(f"LinearAttention: x must have shape (..., N, {self.dim}), got {x.shape}")
         if self.parametrization == "merged":
-            q, k, v = x @ _t(self.params["W"]), x, x @ _t(self.params["V"])
+            q, k, v = _times(x, self.params["W"].T), x, _times(x, self.params["V"].T)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         self.save(x, q, k, v)
@@ -90,7 +96,7 @@ class LinearAttention(Module):
             return self.q_proj.backward(dq) + self.k_proj.backward(dk) + self.v_proj.backward(dv)
         self.accumulate("W", _flat(dq).T @ _flat(x))
         self.accumulate("V", _flat(dv).T @ _flat(x))
-        return dq @ self.params["W"] + dk + dv @ self.params["V"]
+        return _times(dq, self.params["W"]) + dk + _times(dv, self.params["V"])
 
 
 class SoftmaxAttention(Module):

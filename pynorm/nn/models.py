@@ -253,6 +253,6 @@ def build_experiment(name: str, dtype: Any = "float64", **overrides: Any):
 
     spec = experiment_spec(name)
     model_overrides, train_overrides = split_overrides(name, overrides)
+    train_config = TrainConfig(**{**spec.train_defaults, **train_overrides})  # validated before any data is made
     config = spec.config_class(**model_overrides)
-    experiment = spec.build(config, as_dtype(dtype))
-    return experiment, TrainConfig(**{**spec.train_defaults, **train_overrides})
+    return spec.build(config, as_dtype(dtype)), train_config

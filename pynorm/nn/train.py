@@ -3,8 +3,8 @@ JSON lines, and checkpoints (``<path>.npz`` + ``<path>.json``) from which a resu
 continues bit-identically.
 
 Reproducibility: the model and data come from the experiment's seed; the minibatch of step
-t is a fixed function of (TrainConfig.seed, t) -- epoch e = t // steps_per_epoch is a
-permutation drawn from ``default_rng([seed, e])``, and the last incomplete batch of an
+t is a fixed function of (TrainConfig.batch_seed, t) -- epoch e = t // steps_per_epoch is a
+permutation drawn from ``default_rng([batch_seed, e])``, and the last incomplete batch of an
 epoch is dropped -- so a checkpoint needs only the parameters, the optimizer state and t.
 pynorm's kernels are deterministic whatever the thread count.
 """
@@ -35,7 +35,7 @@ class TrainConfig:
     ``steps`` with ``warmup_steps`` and ``min_lr_factor``; clip_norm: global gradient-norm
     clipping (None: off); eval_every / log_every / checkpoint_every: in steps (0: only at the
     end / never / only at the end when out_dir is set); out_dir: where metrics.jsonl and
-    checkpoint files go (None: nowhere); progress: tqdm bar; seed: the batch order.
+    checkpoint files go (None: nowhere); progress: tqdm bar; batch_seed: the batch order.
     """
 
     steps: int = 1000
@@ -56,7 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     out_dir: Optional[str] = None
     progress: bool = True
-    seed: int = 0
+    batch_seed: int = 0
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -110,7 +110,7 @@ class Trainer:
     def batch(self, step: int) -> Dict[str, np.ndarray]:
         """The training minibatch of ``step`` (a fixed function of the seed and the step)."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(self.n_train)
+        order = np.random.default_rng([self.config.batch_seed, epoch]).permutation(self.n_train)
         index = np.sort(order[position * self.config.batch_size: (position + 1) * self.config.batch_size])
         return {k: v[index] for k, v in self.experiment.train.items()}
 
