@@ -13,9 +13,10 @@ and ``k_i`` is unselectable iff ``r* < 1e-7`` (no lower bound 1e-8 on r: with Hi
 feasibility tolerance 1e-7 every key would then look selectable).
 
 Before the LP, a key can be proved selectable without one: a candidate query q (``k_i``
-itself, and ``k_i - mean(K)`` refined by a few perceptron steps) that gives ``q . k_i > q . k_j + margin`` for every other j is a
-witness, checked exactly in floating point with a margin far above rounding. A key with a
-witness is selectable; only keys without one go to the LP. (Every key of a set of equal-norm
+itself, and ``k_i - mean(K)`` refined by a few perceptron steps) that gives
+``q . k_i > q . k_j + margin`` for every other j is a witness, checked in floating point
+with a margin far above rounding. A key with a witness is selectable; only keys without
+one go to the LP. (Every key of a set of equal-norm
 distinct vectors -- LN outputs, which lie on a sphere -- has the witness q = k_i.) The
 witness never declares a key unselectable, so the answer is the LP's wherever it matters;
 ``verify=True`` runs the LP on every key anyway and counts disagreements.
@@ -93,7 +94,8 @@ def witnessed(keys: np.ndarray, iterations: int = 100) -> np.ndarray:
     return proved
 
 
-def unselectable_mask(keys: np.ndarray, *, first_only: bool = False, verify: bool = False) -> Tuple[np.ndarray, int, int]:
+def unselectable_mask(keys: np.ndarray, *, first_only: bool = False,
+                      verify: bool = False) -> Tuple[np.ndarray, int, int]:
     """(mask of unselectable keys, LPs solved, witness/LP disagreements).
 
     first_only: stop at the first unselectable key found (enough for "does the set have one");

@@ -402,7 +402,7 @@ def _plot_s_curves(curves, fits, out_dir: pathlib.Path) -> str:
         ax.set_title(f"{layer}\ntanh R2 {fits[layer]['tanh']:.3f}, line {fits[layer]['linear']:.3f}", fontsize=9)
         ax.set_xlabel("LN input")
     axes[0].set_ylabel("LN output (before affine)")
-    fig.suptitle("LayerNorm input vs output in the trained digits ViT")
+    fig.suptitle("LayerNorm input vs output in the trained digits ViT", y=1.08)
     name = "dyt_ln_s_curves.png"
     fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -421,7 +421,7 @@ def _plot_alpha(tracked, out_dir: pathlib.Path) -> str:
         ax.set_title(layer, fontsize=9)
         ax.set_xlabel("step")
     axes[0].legend()
-    fig.suptitle("DyT: learned alpha vs 1/std of its input over training (digits ViT)")
+    fig.suptitle("DyT: learned alpha vs 1/std of its input over training (digits ViT)", y=1.04)
     name = "dyt_alpha_vs_inv_std.png"
     fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -52,16 +52,15 @@ Choices the paper leaves open (made here, and why):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pathlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._common import as_float, mean_or_none, progress_bar, pyplot, single_threaded_blas
+from ._common import mean_or_none, progress_bar, pyplot, single_threaded_blas
 
 NAME = "majority"
 PAPER = "Brody, Alon & Yahav, On the Expressivity Role of LayerNorm in Transformers' Attention, Findings ACL 2023"
@@ -322,8 +321,8 @@ def _comparisons(cfg: Config, metrics: Dict[str, Any], report_steps: Tuple[int, 
                                 "paper": "without projection needs ~3x more steps", "verdict": verdict,
                                 "note": note})
         pa, sa = proj["query_angle_deg"], scal["query_angle_deg"]
-        ours = "; ".join(f"{v} {metrics[v]['query_angle_deg']['start']:.0f} -> {metrics[v]['query_angle_deg']['end']:.0f} deg"
-                         for v in cfg.variants if v in metrics)
+        ours = "; ".join(f"{v} {metrics[v]['query_angle_deg']['start']:.0f} -> "
+                         f"{metrics[v]['query_angle_deg']['end']:.0f} deg" for v in cfg.variants if v in metrics)
         if pa["end"] < 25 and sa["end"] > 50:
             verdict = "reproduced"
         elif pa["end"] < pa["start"] - 10 and pa["end"] < sa["end"]:
@@ -332,7 +331,8 @@ def _comparisons(cfg: Config, metrics: Dict[str, Any], report_steps: Tuple[int, 
             verdict = "not reproduced"
         comparisons.append({"name": "query angle to the all-ones vector", "ours": ours,
                             "paper": "with projection ~70 -> ~11 deg; without stays ~70-83 deg", "verdict": verdict,
-                            "note": "mean acute angle over test tokens" + ("" if paper_steps else "; quick run, fewer steps")})
+                            "note": "mean acute angle over test tokens"
+                                    + ("" if paper_steps else "; quick run, fewer steps")})
     if "view3d" in metrics:
         v = metrics["view3d"]
         comparisons.append({"name": "3-d view (d=3): queries align with +-1", "ours":

@@ -38,7 +38,7 @@ from __future__ import annotations
 import pathlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -265,7 +265,7 @@ def _plot(times, gbps, copy_gbps, out_dir: pathlib.Path) -> str:
         ax.set_title(f"{pass_} (float32, effective GB/s, higher is better)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("GB/s")
-    axes[-1].legend(fontsize=7, ncol=2)
+    axes[-1].legend(fontsize=7, ncol=2, loc="upper right")
     name = "norm_efficiency.png"
     fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -25,8 +25,8 @@ Choices the paper leaves open (made here, and why):
   of a fixed list of Python standard-library modules (lower-cased, letters and . , '
   newline space, 31 symbols; ~230k characters). It depends a little on the Python version
   (docstrings change), not on any download. Context 128 and batch 32 (quick: 64 and 16),
-  Adam lr 3e-3 with 10% warm-up and cosine decay to 0.1x, float32; 90/10 train/held-out split. :class:`pynorm.nn.TinyGPT`: tied N(0,1) token
-  embedding, learned positions, GELU FFN of width 32, final norm; every norm in the model
+  Adam lr 3e-3 with 10% warm-up and cosine decay to 0.1x, float32; 90/10 train/held-out
+  split. :class:`pynorm.nn.TinyGPT`: tied N(0,1) token embedding, learned positions, GELU FFN of width 32, final norm; every norm in the model
   is the variant's: "scaling" = LayerNorm (projection + scaling, with affine),
   "no_scaling" = projection only (x - mean, with affine) -- P2's "without scaling".
 * "Keys" of layer l are the d = 8 vectors that enter the attention (the norm1 outputs):
