@@ -1,5 +1,5 @@
-"""Helpers shared by the experiments: resumable training with a trace, slope fits, verdicts
-and figure saving.
+"""Helpers shared by the experiments: resumable training with a trace, slope fits, verdicts,
+figure saving, thread limits, progress bars and capturing a model's norm inputs/outputs.
 
 Resuming: :func:`train_with_trace` runs :class:`pynorm.nn.Trainer` in chunks with
 ``out_dir=run_dir``, so the trainer writes ``run_dir/checkpoint.{npz,json}`` and
@@ -11,11 +11,12 @@ afresh) and continues from its step; a finished run is not trained again, only r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
 import shutil
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -90,7 +91,8 @@ def train_with_trace(experiment: Experiment, config: TrainConfig, run_dir: pathl
     if not trace or trace[-1]["step"] != trainer.step:  # the state we start from (step 0, or a checkpoint)
         trace.append({"step": trainer.step, "train_loss": None, **trainer.evaluate(), **record(trainer)})
     _write_trace(trace_path, trace)
-    bar = _bar(progress, config.steps, trainer.step, desc)
+    bar = progress_bar(progress, config.steps, desc)
+    bar.update(trainer.step)
     try:
         for point in points:
             if point <= trainer.step:
@@ -104,12 +106,10 @@ def train_with_trace(experiment: Experiment, config: TrainConfig, run_dir: pathl
             trace.append(to_jsonable(entry))
             with open(trace_path, "a") as f:
                 f.write(json.dumps(trace[-1]) + "\n")
-            if bar is not None:
-                bar.update(trainer.step - start)
-                bar.set_postfix(test_loss=f"{entry['test_loss']:.4g}")
+            bar.update(trainer.step - start)
+            bar.set_postfix(test_loss=f"{entry['test_loss']:.4g}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return trainer, trace
 
 
@@ -119,14 +119,6 @@ def _write_trace(path: pathlib.Path, trace: Iterable[Dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _bar(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=True)
 
 
 def reset_dir(path: pathlib.Path) -> None:
@@ -177,3 +169,105 @@ def save_figure(fig, out_dir: pathlib.Path, name: str) -> str:
     fig.savefig(pathlib.Path(out_dir) / name, dpi=110, bbox_inches="tight")
     pyplot().close(fig)
     return name
+
+
+# -- shared by the P2/P3 experiments -------------------------------------------------------
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS limited to one thread, pynorm to one thread, for the tiny models' training.
+
+    The models here multiply (tokens x 8) by (8 x 8) matrices: OpenBLAS's threads gain
+    nothing at those sizes and, on a shared 2-core machine, spin-wait so badly that a step
+    is up to 40x slower (measured: a 50000 x 8 @ 8 x 8 product takes 0.5 ms on one thread,
+    20 ms on two with the machine busy).
+    """
+    import pynorm
+
+    previous = pynorm.get_num_threads()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn / scipy stacks
+        limits = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(1, user_api="blas")
+    pynorm.set_num_threads(1)
+    try:
+        with limits:
+            yield
+    finally:
+        pynorm.set_num_threads(previous)
+
+
+def progress_bar(enabled: bool, total: int, desc: str):
+    """A tqdm bar (or a no-op stand-in when disabled or tqdm is missing)."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+        except ImportError:  # pragma: no cover
+            pass
+    return _NoBar()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@contextlib.contextmanager
+def capture_norms(model, kinds: Tuple[type, ...]) -> Iterator[List[Tuple[str, List]]]:
+    """Records (input, output) of every sub-module of a type in ``kinds`` during forwards.
+
+    Yields a list of (dotted name, records) in model order; ``records`` gets one
+    (input, output) pair per call. The instances' ``forward`` is wrapped only inside the
+    ``with`` block.
+    """
+    found = [(name.rstrip("."), m) for name, m in model.modules() if isinstance(m, kinds)]
+    log: List[Tuple[str, List]] = [(name, []) for name, _ in found]
+    for (name, module), (_, records) in zip(found, log):
+        original = module.forward
+
+        def wrapped(x, _original=original, _records=records):
+            y = _original(x)
+            _records.append((np.array(x), np.array(y)))
+            return y
+
+        module.forward = wrapped
+    try:
+        yield log
+    finally:
+        for _, module in found:
+            del module.forward
+
+
+
+
+def mean_or_none(values: List) -> object:
+    """The mean of the non-None values (None if there are none)."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def as_float(value) -> object:
+    """A NumPy scalar as a Python float (None stays None), for JSON."""
+    return None if value is None else float(value)
+
+
+def nested_mean(runs: List[Dict[str, float]]) -> Dict[str, float]:
+    """Key-wise mean of a list of flat dicts."""
+    keys = runs[0].keys() if runs else []
+    return {k: mean_or_none([r[k] for r in runs]) for k in keys}

@@ -22,15 +22,16 @@ from .models import (
     build_experiment,
 )
 from .module import Module
-from .norms import DyT, Identity, L2Norm, LayerNorm, RMSNorm, make_norm
+from .norms import DyT, Identity, L2Norm, LayerNorm, RMSNorm, Squash, make_norm
 from .optim import SGD, Adam, AdamW, clip_grad_norm, make_schedule
+from .tiny import TinyGPT, TinyViT
 from .train import Trainer, TrainConfig
 
 __all__ = [
     "EXPERIMENTS", "Activation", "Adam", "AdamW", "CrossEntropyLoss", "DyT", "Embedding", "Experiment",
     "FeedForward", "Identity", "L2Norm", "LayerNorm", "Linear", "LinearAttention", "LoopedBlock", "LoopedConfig",
     "LoopedTransformer", "MSELoss", "MajorityConfig", "MajorityTransformer", "Module", "PreNormBlock", "RMSNorm",
-    "SGD", "SoftmaxAttention", "SubspaceDistanceLoss", "TrainConfig", "Trainer", "accuracy", "build_experiment",
+    "SGD", "SoftmaxAttention", "Squash", "TinyGPT", "TinyViT", "SubspaceDistanceLoss", "TrainConfig", "Trainer", "accuracy", "build_experiment",
     "clip_grad_norm", "linear_attention", "linear_attention_backward", "majority_data", "majority_partitions",
     "make_norm", "make_schedule", "power_method_data", "stratified_split",
 ]

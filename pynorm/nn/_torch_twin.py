@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attention, blocks, layers, losses, models, norms, optim
+from . import attention, blocks, layers, losses, models, norms, optim, tiny
 from .module import Module
 
 
@@ -106,6 +106,20 @@ class DyT(TwinModule):
         return y + self.bias if self.opt("bias") is not None else y
 
 
+class Squash(TwinModule):
+    def __init__(self, source):
+        super().__init__(source)
+        self.kind = source.kind
+        if not source.learn_alpha:
+            self.register_buffer("fixed_alpha", torch.from_numpy(source.alpha.copy()))
+
+    def forward(self, x):
+        alpha = self.opt("alpha") if self.opt("alpha") is not None else self.fixed_alpha
+        z = alpha * x
+        f = {"tanh": torch.tanh, "hardtanh": F.hardtanh, "sigmoid": torch.sigmoid}[self.kind](z)
+        return f * self.weight + self.bias
+
+
 class Identity(TwinModule):
     def forward(self, x):
         return x
@@ -178,6 +192,32 @@ class LoopedTransformer(TwinModule):
         return self.block(tokens)[:, -1, self.d:]
 
 
+class TinyGPT(TwinModule):
+    def __init__(self, source):
+        super().__init__(source)
+        self.n_blocks = len(source.blocks)
+
+    def forward(self, tokens):
+        h = self.embed(tokens) + self.pos[: tokens.shape[1]]
+        for i in range(self.n_blocks):
+            h = getattr(self, f"h{i}")(h)
+        return self.embed.project(self.norm_f(h))
+
+
+class TinyViT(TwinModule):
+    def __init__(self, source):
+        super().__init__(source)
+        self.n_blocks, self.size, self.patch = len(source.blocks), source.size, source.patch
+
+    def forward(self, images):
+        b, g, p = images.shape[0], self.size // self.patch, self.patch
+        x = images.reshape(b, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(b, g * g, p * p)
+        h = self.patch_embed(x) + self.pos
+        for i in range(self.n_blocks):
+            h = getattr(self, f"h{i}")(h)
+        return self.head(self.norm_f(h).mean(1))
+
+
 class MajorityTransformer(TwinModule):
     def forward(self, tokens):
         return self.embed.project(self.block(self.embed(tokens)))
@@ -186,9 +226,10 @@ class MajorityTransformer(TwinModule):
 _TWINS: Dict[type, Callable[[Module], nn.Module]] = {
     layers.Linear: Linear, layers.Embedding: Embedding, layers.Activation: Activation,
     layers.FeedForward: FeedForward, norms.LayerNorm: LayerNorm, norms.RMSNorm: RMSNorm, norms.L2Norm: L2Norm,
-    norms.DyT: DyT, norms.Identity: Identity, attention.LinearAttention: LinearAttention,
+    norms.DyT: DyT, norms.Identity: Identity, norms.Squash: Squash, attention.LinearAttention: LinearAttention,
     attention.SoftmaxAttention: SoftmaxAttention, blocks.PreNormBlock: PreNormBlock, blocks.LoopedBlock: LoopedBlock,
     models.LoopedTransformer: LoopedTransformer, models.MajorityTransformer: MajorityTransformer,
+    tiny.TinyGPT: TinyGPT, tiny.TinyViT: TinyViT,
 }
 
 

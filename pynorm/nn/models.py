@@ -24,7 +24,7 @@ from .data import majority_data, power_method_data, stratified_split
 from .layers import Embedding, FeedForward
 from .losses import CrossEntropyLoss, Loss, SubspaceDistanceLoss, accuracy
 from .module import Module, as_dtype
-from .norms import NORM_KINDS, L2Norm, LayerNorm, make_norm
+from .norms import NORM_KINDS, L2Norm, make_norm
 
 
 class LoopedTransformer(Module):
@@ -86,12 +86,13 @@ class MajorityTransformer(Module):
     ``"without_projection"`` (scaling only, x / RMS(x) without affine, i.e. norm sqrt(d) like
     LN's scaling half; P2's code scales to 1/sqrt(d) instead, a constant factor the query and
     key weights absorb), ``"none"``, or any :func:`pynorm.nn.make_norm` kind (with affine).
-    The norm before the FFN is a standard LayerNorm with affine. No final norm.
+    The norm before the FFN is ``make_norm(ffn_norm)`` with affine: a standard LayerNorm by
+    default (P2), any kind for P3's comparisons. No final norm.
     """
 
     def __init__(self, vocab: int = 20, d_model: int = 8, n_heads: int = 1, ffn: int = 8, *,
-                 attn_norm: str = "with_projection", activation: str = "relu", dtype: Any = np.float64,
-                 rng: np.random.Generator = None):
+                 attn_norm: str = "with_projection", activation: str = "relu", ffn_norm: str = "layernorm",
+                 dtype: Any = np.float64, rng: np.random.Generator = None):
         super().__init__(dtype)
         if attn_norm in ATTENTION_NORMS:
             kind, affine = ATTENTION_NORMS[attn_norm]
@@ -105,7 +106,7 @@ class MajorityTransformer(Module):
         attention = SoftmaxAttention(d_model, n_heads, qkv_bias=False, out_bias=True, dtype=dtype, rng=rng)
         self.add_child("block", PreNormBlock(
             attention, FeedForward(d_model, ffn, activation, dtype=dtype, rng=rng),
-            norm1=make_norm(kind, d_model, affine=affine, dtype=dtype), norm2=LayerNorm(d_model, dtype=dtype)))
+            norm1=make_norm(kind, d_model, affine=affine, dtype=dtype), norm2=make_norm(ffn_norm, d_model, dtype=dtype)))
 
     def forward(self, tokens: np.ndarray) -> np.ndarray:
         return self.embed.project(self.block(self.embed(tokens)))
@@ -152,6 +153,7 @@ class MajorityConfig:
     ffn: int = 8
     activation: str = "relu"
     attn_norm: str = "with_projection"
+    ffn_norm: str = "layernorm"
     n_sequences: int = 100_000
     test_fraction: float = 0.2
     min_gap: int = 6
@@ -192,7 +194,7 @@ def _build_looped(cfg: LoopedConfig, dtype: np.dtype) -> Experiment:
 
 def _build_majority(cfg: MajorityConfig, dtype: np.dtype) -> Experiment:
     model = MajorityTransformer(cfg.vocab, cfg.d_model, cfg.n_heads, cfg.ffn, attn_norm=cfg.attn_norm,
-                                activation=cfg.activation, dtype=dtype, rng=np.random.default_rng([cfg.seed, 0]))
+                                activation=cfg.activation, ffn_norm=cfg.ffn_norm, dtype=dtype, rng=np.random.default_rng([cfg.seed, 0]))
     data = majority_data(cfg.n_sequences, vocab=cfg.vocab, length=cfg.length, min_gap=cfg.min_gap,
                          per_partition=cfg.per_partition, seed=cfg.seed)
     train_idx, test_idx = stratified_split(data["labels"][:, 0], cfg.test_fraction, seed=cfg.seed)

@@ -137,6 +137,59 @@ class DyT(Module):
         return dx
 
 
+class Squash(Module):
+    """P3's ablations of DyT: ``weight * f(alpha * x) + bias`` with f = ``"tanh"``,
+    ``"hardtanh"`` (clip to [-1, 1]) or ``"sigmoid"`` (the plain logistic, not centred), in
+    NumPy. ``learn_alpha=False`` fixes alpha at ``alpha0`` (P3's "without alpha": tanh(x),
+    alpha0 = 1). With f = tanh and a learned alpha this is DyT (see :class:`DyT`, on the kernel).
+    """
+
+    KINDS = ("tanh", "hardtanh", "sigmoid")
+
+    def __init__(self, dim: int, kind: str = "tanh", *, alpha0: float = 0.5, learn_alpha: bool = True,
+                 dtype: Any = np.float64):
+        super().__init__(dtype)
+        if kind not in self.KINDS:
+            raise ValueError(f"Squash: unknown kind {kind!r}; choose one of {self.KINDS}")
+        self.dim, self.kind, self.learn_alpha = int(dim), kind, bool(learn_alpha)
+        if self.learn_alpha:
+            self.add_param("alpha", np.full(1, float(alpha0)))
+        else:
+            self.alpha = np.full(1, float(alpha0), dtype=self.dtype)
+        self.add_param("weight", np.ones(self.dim))
+        self.add_param("bias", np.zeros(self.dim))
+
+    def _alpha(self) -> np.ndarray:
+        return self.params["alpha"] if self.learn_alpha else self.alpha
+
+    def _f(self, z: np.ndarray):
+        """(f(z), f'(z))."""
+        if self.kind == "tanh":
+            t = np.tanh(z)
+            return t, 1 - t * t
+        if self.kind == "hardtanh":
+            return np.clip(z, -1, 1), (np.abs(z) < 1).astype(z.dtype)
+        s = 1 / (1 + np.exp(-z))
+        return s, s * (1 - s)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.check_input(x, self.dim)
+        self.save(x)
+        return self._f(self._alpha() * x)[0] * self.params["weight"] + self.params["bias"]
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        (x,) = self.saved()
+        alpha = self._alpha()
+        f, df = self._f(alpha * x)
+        dyw = dy * self.params["weight"]
+        rows_dy = dy.reshape(-1, self.dim)
+        self.accumulate("weight", (rows_dy * f.reshape(-1, self.dim)).sum(0))
+        self.accumulate("bias", rows_dy.sum(0))
+        if self.learn_alpha:
+            self.accumulate("alpha", np.array([np.sum(dyw * df * x)]))
+        return dyw * df * alpha
+
+
 class Identity(Module):
     """No normalisation: y = x."""
 
@@ -150,7 +203,10 @@ class Identity(Module):
 #: LayerNorm variants by name: (center, scale).
 LAYER_NORM_VARIANTS = {"layernorm": (True, True), "projection": (True, False), "scaling": (False, True),
                        "none": (False, False)}
-NORM_KINDS = tuple(LAYER_NORM_VARIANTS) + ("rmsnorm", "l2", "dyt", "identity")
+#: P3's ablations (see :class:`Squash`): kind -> (function, learn alpha).
+SQUASH_KINDS = {"tanh": ("tanh", True), "hardtanh": ("hardtanh", True), "sigmoid": ("sigmoid", True),
+                "tanh_no_alpha": ("tanh", False)}
+NORM_KINDS = tuple(LAYER_NORM_VARIANTS) + ("rmsnorm", "l2", "dyt", "identity") + tuple(SQUASH_KINDS)
 
 
 def make_norm(kind: str, dim: int, *, affine: bool = True, eps: float = 1e-5, alpha0: float = 0.5,
@@ -159,7 +215,8 @@ def make_norm(kind: str, dim: int, *, affine: bool = True, eps: float = 1e-5, al
 
     kind: ``"layernorm"``, ``"projection"``, ``"scaling"``, ``"none"`` (the LayerNorm
     variants, see :class:`LayerNorm`), ``"rmsnorm"``, ``"l2"`` (P1's x/||x||, never
-    affine), ``"dyt"`` (alpha0 used) or ``"identity"``.
+    affine), ``"dyt"`` (alpha0 used), ``"identity"``, or P3's ablations ``"tanh"``, ``"hardtanh"``,
+    ``"sigmoid"`` (alpha0 used) and ``"tanh_no_alpha"`` (tanh(x), alpha fixed at 1): see :class:`Squash`.
     """
     if kind in LAYER_NORM_VARIANTS:
         center, scale = LAYER_NORM_VARIANTS[kind]
@@ -172,4 +229,7 @@ def make_norm(kind: str, dim: int, *, affine: bool = True, eps: float = 1e-5, al
         return DyT(dim, alpha0=alpha0, affine=affine, bias=affine, dtype=dtype)
     if kind == "identity":
         return Identity(dtype=dtype)
+    if kind in SQUASH_KINDS:
+        function, learn_alpha = SQUASH_KINDS[kind]
+        return Squash(dim, function, alpha0=alpha0 if learn_alpha else 1.0, learn_alpha=learn_alpha, dtype=dtype)
     raise ValueError(f"make_norm: unknown norm {kind!r}; choose one of {NORM_KINDS}")
