@@ -213,7 +213,7 @@ def run_seed(cfg: Config, seed: int, out_dir: pathlib.Path, progress: bool) -> D
     result: Dict[str, Any] = {"arms": {}}
     record = lambda trainer: {"w": float(trainer.model.params["w"][0]),  # noqa: E731
                               "v": float(trainer.model.params["v"][0])}
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, optimizer="sgd", lr=cfg.lr, seed=seed,
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, optimizer="sgd", lr=cfg.lr, batch_seed=seed,
                        log_every=1, eval_batch_size=2_000)
     ev = None
     for arm in ARMS:
