@@ -8,7 +8,16 @@ for the conventions, and ``pynorm.show_config()`` for what this build runs on.
 from __future__ import annotations
 
 from ._core_loader import core as _load_core
-from .ops import dyt, dyt_backward, layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from .ops import (
+    dyt,
+    dyt_backward,
+    layer_norm,
+    layer_norm_backward,
+    linear_attention,
+    linear_attention_backward,
+    rms_norm,
+    rms_norm_backward,
+)
 
 __version__ = "0.1.0"
 
@@ -18,6 +27,8 @@ __all__ = [
     "get_num_threads",
     "layer_norm",
     "layer_norm_backward",
+    "linear_attention",
+    "linear_attention_backward",
     "rms_norm",
     "rms_norm_backward",
     "set_num_threads",
