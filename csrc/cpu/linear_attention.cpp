@@ -38,6 +38,8 @@
 // per segment of each problem in the second mode, where there are fewer problems than threads).
 #include "pynorm/linear_attention.h"
 
+#include <utility>
+
 #include "kernels.h"
 #include "simd.h"
 
@@ -50,11 +52,17 @@ constexpr int64_t kChunk = 64;           // rows per chunk (a multiple of every 
 constexpr int64_t kMaxSegments = 8;      // the most segments a problem is cut into
 constexpr int64_t kMinSegmentChunks = 4; // the fewest chunks in a segment
 
-// Register tile of the micro-kernel: kRows rows x kVecs vectors of accumulators
-// (12 accumulators + 3 loads of b + 1 broadcast fit the 16 vector registers of SSE/AVX2).
-template <class A> struct TileShape {
-  static constexpr int kRows = 4, kVecs = 3;
-};
+// Register tiles of the micro-kernel: MR rows x NV vectors of accumulators. 3 x 4, 4 x 3, 6 x 2
+// and 12 x 1 all keep 12 accumulators + NV loads of b + 1 broadcast within the 16 vector
+// registers of SSE/AVX2; `gemm` picks the one that covers a row of c without a narrow tail.
+// Every element of c is the same chain of multiply-adds over k whatever the tile, so the tile
+// choice never changes a result.
+inline int tile_vecs(int64_t n_vecs) {
+  if (n_vecs % 4 == 0) return 4;
+  if (n_vecs % 3 == 0 || n_vecs > 4) return 3;
+  return int(n_vecs);  // 1, 2
+}
+constexpr int tile_rows(int vecs) { return vecs == 4 ? 3 : vecs == 3 ? 4 : vecs == 2 ? 6 : 12; }
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t min_of(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -85,7 +93,7 @@ inline void tile(int64_t depth, const A* a, int64_t a_row, int64_t a_depth, cons
     for (int j = 0; j < NV; ++j) bv[j] = load(bk + j * L, Full{});
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const Vec<A> ai = splat<A>(ak[i * a_row]);
+      const Vec<A> ai = ak[i * a_row] - Vec<A>{};  // a broadcast (x - 0 is x, even for -0)
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) acc[i][j] += ai * bv[j];
     }
@@ -97,7 +105,7 @@ inline void tile(int64_t depth, const A* a, int64_t a_row, int64_t a_depth, cons
 }
 
 // The tile for mr <= MR rows and nv <= NV vectors (edges of a matrix).
-template <class A, bool Accumulate, int MR = TileShape<A>::kRows, int NV = TileShape<A>::kVecs>
+template <class A, bool Accumulate, int MR, int NV>
 inline void tile_any(int mr, int nv, int64_t depth, const A* a, int64_t a_row, int64_t a_depth, const A* b,
                      int64_t ldb, A* c, int64_t ldc) {
   if (nv < NV) {
@@ -108,6 +116,37 @@ inline void tile_any(int mr, int nv, int64_t depth, const A* a, int64_t a_row, i
     tile<A, MR, NV, Accumulate>(depth, a, a_row, a_depth, b, ldb, c, ldc);
   }
 }
+
+// c[m x n_vecs vectors] (+)= a * b over the rows [0, m) and vectors [v0(r0), v1(r0)) of each
+// block of MR rows starting at r0, with depths [k0(r0), k1(r0)) (k0 is applied to a and b).
+template <class A, bool Accumulate, int MR, int NV, class Range>
+inline void tiles(int64_t m, const A* a, int64_t a_row, int64_t a_depth, const A* b, int64_t ldb, A* c,
+                  int64_t ldc, Range range) {
+  constexpr int L = kLanes<A>;
+  for (int64_t r0 = 0; r0 < m; r0 += MR) {
+    const int mr = int(min_of(MR, m - r0));
+    const auto [v0, v1, k0, k1] = range(r0, r0 + mr);
+    for (int64_t j = v0; j < v1; j += NV) {
+      const int nv = int(min_of(NV, v1 - j));
+      tile_any<A, Accumulate, MR, NV>(mr, nv, k1 - k0, a + r0 * a_row + k0 * a_depth, a_row, a_depth,
+                                      b + k0 * ldb + j * L, ldb, c + r0 * ldc + j * L, ldc);
+    }
+  }
+}
+
+// Calls f(std::integral_constant<int, NV>) for the tile width chosen for n_vecs.
+template <class F> inline void with_tile_vecs(int64_t n_vecs, F&& f) {
+  switch (tile_vecs(n_vecs)) {
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    default: return f(std::integral_constant<int, 1>{});
+  }
+}
+
+struct TileRange {
+  int64_t v0, v1, k0, k1;
+};
 
 // Which part of a chunk x chunk score matrix s is kept: lower keeps s(i, t) for t <= i
 // (causal, forward scan), upper keeps t >= i (reverse scan).
@@ -120,41 +159,33 @@ enum class Mask { none, lower, upper };
 template <class A, bool Accumulate, Mask M>
 __attribute__((noinline)) void gemm(int64_t m, int64_t n_vecs, int64_t depth, const A* a, int64_t a_row,
                                     int64_t a_depth, const A* b, int64_t ldb, A* c, int64_t ldc) {
-  constexpr int MR = TileShape<A>::kRows, NV = TileShape<A>::kVecs, L = kLanes<A>;
-  for (int64_t r0 = 0; r0 < m; r0 += MR) {
-    const int mr = int(min_of(MR, m - r0));
-    const int64_t k0 = M == Mask::upper ? r0 : 0;
-    const int64_t k1 = M == Mask::lower ? min_of(r0 + mr, depth) : depth;
-    for (int64_t j = 0; j < n_vecs; j += NV) {
-      const int nv = int(min_of(NV, n_vecs - j));
-      tile_any<A, Accumulate>(mr, nv, k1 - k0, a + r0 * a_row + k0 * a_depth, a_row, a_depth, b + k0 * ldb + j * L,
-                              ldb, c + r0 * ldc + j * L, ldc);
-    }
-  }
+  with_tile_vecs(n_vecs, [&](auto nv) {
+    constexpr int NV = decltype(nv)::value, MR = tile_rows(NV);
+    tiles<A, Accumulate, MR, NV>(m, a, a_row, a_depth, b, ldb, c, ldc, [&](int64_t r0, int64_t r1) {
+      return TileRange{0, n_vecs, M == Mask::upper ? r0 : 0, M == Mask::lower ? min_of(r1, depth) : depth};
+    });
+  });
 }
 
-// s(i, t) = a_i . b_t for i, t < rows inside the mask, 0 outside it (as far as the products
-// with s read); a is [rows x depth] with row stride lda, b is given transposed, bt[k * kChunk + t]
+// s(i, t) = a_i . b_t for i, t < rows inside the mask, 0 outside it (for t < rows rounded up to
+// whole vectors); a is [rows x depth] with row stride lda, b is given transposed, bt[k * kChunk + t]
 // (zero for t >= rows), and s has row stride kChunk.
 template <class A, Mask M>
 __attribute__((noinline)) void scores(int64_t rows, int64_t depth, const A* a, int64_t lda, const A* bt, A* s) {
-  constexpr int MR = TileShape<A>::kRows, NV = TileShape<A>::kVecs, L = kLanes<A>;
+  constexpr int L = kLanes<A>;
   const int64_t vecs = (rows + L - 1) / L;
-  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-    const int mr = int(min_of(MR, rows - r0));
-    const int64_t v0 = M == Mask::upper ? r0 / L : 0;
-    const int64_t v1 = M == Mask::lower ? (r0 + mr + L - 1) / L : vecs;
-    for (int64_t j = v0; j < v1; j += NV) {
-      const int nv = int(min_of(NV, v1 - j));
-      tile_any<A, false>(mr, nv, depth, a + r0 * lda, lda, 1, bt + j * L, kChunk, s + r0 * kChunk + j * L, kChunk);
-    }
-    for (int64_t i = r0; i < r0 + mr; ++i) {
-      A* si = s + i * kChunk;
-      if constexpr (M == Mask::lower)
-        for (int64_t t = i + 1; t < v1 * L; ++t) si[t] = 0;
-      if constexpr (M == Mask::upper)
-        for (int64_t t = v0 * L; t < i; ++t) si[t] = 0;
-    }
+  with_tile_vecs(vecs, [&](auto nv) {
+    constexpr int NV = decltype(nv)::value, MR = tile_rows(NV);
+    tiles<A, false, MR, NV>(rows, a, lda, 1, bt, kChunk, s, kChunk, [&](int64_t r0, int64_t r1) {
+      return TileRange{M == Mask::upper ? r0 / L : 0, M == Mask::lower ? (r1 + L - 1) / L : vecs, 0, depth};
+    });
+  });
+  for (int64_t i = 0; i < rows; ++i) {  // zero everything outside the mask (computed or not)
+    A* si = s + i * kChunk;
+    if constexpr (M == Mask::lower)
+      for (int64_t t = i + 1; t < vecs * L; ++t) si[t] = 0;
+    if constexpr (M == Mask::upper)
+      for (int64_t t = 0; t < i; ++t) si[t] = 0;
   }
 }
 
@@ -167,15 +198,43 @@ template <class A> inline void zero(A* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = 0;
 }
 
+// In-register transpose of an L x L block held as L vectors: for each bit h of the lane index,
+// rows i and i + h (i without bit h) exchange the lanes whose bit h differs from the row's, so
+// that after every bit element (r, c) has moved to (c, r).
+template <class A, int H, int... l>
+inline void transpose_stage(Vec<A>* rows, std::integer_sequence<int, l...>) {
+  constexpr int L = kLanes<A>;
+  for (int i = 0; i < L; ++i) {
+    if (i & H) continue;
+    const Vec<A> a = rows[i], b = rows[i + H];
+    rows[i] = __builtin_shufflevector(a, b, ((l & H) ? L + l - H : l)...);
+    rows[i + H] = __builtin_shufflevector(a, b, ((l & H) ? L + l : l + H)...);
+  }
+}
+template <class A, int H = kLanes<A> / 2> inline void transpose_block(Vec<A>* rows) {
+  if constexpr (H >= 1) {
+    transpose_stage<A, H>(rows, std::make_integer_sequence<int, kLanes<A>>{});
+    transpose_block<A, H / 2>(rows);
+  }
+}
+
 // dst(c, r) = src(r, c) for r < rows, c < cols; dst(c, r) = 0 for rows <= r < rows rounded up
-// to whole vectors.
+// to whole vectors (ld_dst must hold that many). Whole L x L blocks in registers.
 template <class A>
 inline void transpose(const A* src, int64_t ld_src, int64_t rows, int64_t cols, A* dst, int64_t ld_dst) {
-  const int64_t padded = round_up(rows, kLanes<A>);
-  for (int64_t c = 0; c < cols; ++c) {
-    A* d = dst + c * ld_dst;
-    for (int64_t r = 0; r < rows; ++r) d[r] = src[r * ld_src + c];
-    for (int64_t r = rows; r < padded; ++r) d[r] = 0;
+  constexpr int L = kLanes<A>;
+  for (int64_t c0 = 0; c0 < cols; c0 += L) {
+    const int nc = int(min_of(L, cols - c0));
+    for (int64_t r0 = 0; r0 < rows; r0 += L) {
+      const int nr = int(min_of(L, rows - r0));
+      Vec<A> block[L];
+      for (int i = 0; i < L; ++i) {
+        const A* row = src + (r0 + i) * ld_src + c0;
+        block[i] = i >= nr ? Vec<A>{} : nc == L ? load(row, Full{}) : load(row, nc);
+      }
+      transpose_block<A>(block);
+      for (int j = 0; j < nc; ++j) store<false>(dst + (c0 + j) * ld_dst + r0, block[j], Full{});
+    }
   }
 }
 

@@ -45,7 +45,7 @@ inline Matrices matrices_of(const py::array& a, DType dtype, const char* name) {
   const int64_t size = itemsize(dtype);
   if (a.ndim() != 3) throw py::value_error(std::string("pynorm._core: ") + name + " must be 3-d");
   if (a.itemsize() != size) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong itemsize");
-  if (a.shape(2) > 1 && a.strides(2) != size)
+  if (a.size() > 0 && a.shape(2) > 1 && a.strides(2) != size)  // (NumPy gives empty arrays 0 strides)
     throw py::value_error(std::string("pynorm._core: ") + name + " must be contiguous along its last axis");
   if (a.strides(0) % size != 0 || a.strides(1) % size != 0)
     throw py::value_error(std::string("pynorm._core: ") + name + " has a misaligned stride");
