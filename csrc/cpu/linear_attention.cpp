@@ -68,6 +68,36 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t min_of(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max_of(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// ------------------------------------------------------------------ prefetching
+// Asks for the next chunk's input rows a couple of rows at a time while the current chunk's
+// products run (gemm and scores call step() after every tile), so that the memory latency of
+// reading a chunk hides behind the arithmetic of the one before.
+struct Prefetcher {
+  static constexpr int kRowsPerTile = 2;
+  struct Range {
+    const char* base;
+    int64_t stride, rows, bytes;  // in bytes: between rows, and of a row
+  };
+  Range ranges[4];
+  int count = 0, range = 0;
+  int64_t row = 0;
+  void clear() { count = range = 0, row = 0; }
+  template <class T> void add(const T* base, int64_t stride, int64_t rows, int64_t width) {
+    if (count < 4 && rows > 0 && width > 0)
+      ranges[count++] = {reinterpret_cast<const char*>(base), stride * int64_t(sizeof(T)), rows,
+                         width * int64_t(sizeof(T))};
+  }
+  void step() {
+    for (int n = 0; n < kRowsPerTile && range < count; ++n) {
+      const Range& r = ranges[range];
+      const char* p = r.base + row * r.stride;
+      for (int64_t b = 0; b < r.bytes; b += 64) __builtin_prefetch(p + b, 0, 3);
+      __builtin_prefetch(p + r.bytes - 1, 0, 3);  // rows need not start on a cache line
+      if (++row == r.rows) row = 0, ++range;
+    }
+  }
+};
+
 // ------------------------------------------------------------------ micro-kernel
 // c[MR x NV vectors] (+)= a[MR x depth] * b[depth x NV vectors], with a(i, k) at
 // a[i * a_row + k * a_depth], b(k, :) at b + k * ldb and c(i, :) at c + i * ldc.
@@ -121,7 +151,7 @@ inline void tile_any(int mr, int nv, int64_t depth, const A* a, int64_t a_row, i
 // block of MR rows starting at r0, with depths [k0(r0), k1(r0)) (k0 is applied to a and b).
 template <class A, bool Accumulate, int MR, int NV, class Range>
 inline void tiles(int64_t m, const A* a, int64_t a_row, int64_t a_depth, const A* b, int64_t ldb, A* c,
-                  int64_t ldc, Range range) {
+                  int64_t ldc, Range range, Prefetcher* ahead) {
   constexpr int L = kLanes<A>;
   for (int64_t r0 = 0; r0 < m; r0 += MR) {
     const int mr = int(min_of(MR, m - r0));
@@ -130,6 +160,7 @@ inline void tiles(int64_t m, const A* a, int64_t a_row, int64_t a_depth, const A
       const int nv = int(min_of(NV, v1 - j));
       tile_any<A, Accumulate, MR, NV>(mr, nv, k1 - k0, a + r0 * a_row + k0 * a_depth, a_row, a_depth,
                                       b + k0 * ldb + j * L, ldb, c + r0 * ldc + j * L, ldc);
+      if (ahead) ahead->step();
     }
   }
 }
@@ -158,12 +189,13 @@ enum class Mask { none, lower, upper };
 // very same code, so the same inputs give the same bits wherever it is called from.
 template <class A, bool Accumulate, Mask M>
 __attribute__((noinline)) void gemm(int64_t m, int64_t n_vecs, int64_t depth, const A* a, int64_t a_row,
-                                    int64_t a_depth, const A* b, int64_t ldb, A* c, int64_t ldc) {
+                                    int64_t a_depth, const A* b, int64_t ldb, A* c, int64_t ldc,
+                                    Prefetcher* ahead) {
   with_tile_vecs(n_vecs, [&](auto nv) {
     constexpr int NV = decltype(nv)::value, MR = tile_rows(NV);
     tiles<A, Accumulate, MR, NV>(m, a, a_row, a_depth, b, ldb, c, ldc, [&](int64_t r0, int64_t r1) {
       return TileRange{0, n_vecs, M == Mask::upper ? r0 : 0, M == Mask::lower ? min_of(r1, depth) : depth};
-    });
+    }, ahead);
   });
 }
 
@@ -171,14 +203,15 @@ __attribute__((noinline)) void gemm(int64_t m, int64_t n_vecs, int64_t depth, co
 // whole vectors); a is [rows x depth] with row stride lda, b is given transposed, bt[k * kChunk + t]
 // (zero for t >= rows), and s has row stride kChunk.
 template <class A, Mask M>
-__attribute__((noinline)) void scores(int64_t rows, int64_t depth, const A* a, int64_t lda, const A* bt, A* s) {
+__attribute__((noinline)) void scores(int64_t rows, int64_t depth, const A* a, int64_t lda, const A* bt, A* s,
+                                      Prefetcher* ahead) {
   constexpr int L = kLanes<A>;
   const int64_t vecs = (rows + L - 1) / L;
   with_tile_vecs(vecs, [&](auto nv) {
     constexpr int NV = decltype(nv)::value, MR = tile_rows(NV);
     tiles<A, false, MR, NV>(rows, a, lda, 1, bt, kChunk, s, kChunk, [&](int64_t r0, int64_t r1) {
       return TileRange{M == Mask::upper ? r0 / L : 0, M == Mask::lower ? (r1 + L - 1) / L : vecs, 0, depth};
-    });
+    }, ahead);
   });
   for (int64_t i = 0; i < rows; ++i) {  // zero everything outside the mask (computed or not)
     A* si = s + i * kChunk;
@@ -287,6 +320,7 @@ template <class A> struct Workspace {
   int64_t acc_ld;
   A *state, *local, *prefix;  // [dk x dvp]: state = prefix + local, see the top of the file
   A* state_t;                 // a state transposed [dvp x dkp]
+  Prefetcher ahead;           // the next chunk's inputs
   Buffer<A> memory;
   explicit Workspace(const Dims& d)
       : acc_ld(max_of(d.dkp, d.dvp)),
@@ -345,6 +379,18 @@ template <class T> struct LinearAttention {
   A scale, eps;
   bool normalize;
 
+  // The inputs of chunk c (the next one in the scan) for w.ahead to prefetch; none if c is
+  // not a chunk.
+  void expect(const Problem<T>& p, int64_t c, bool q, bool k, bool v, bool dout, Workspace<A>& w) const {
+    w.ahead.clear();
+    if (c < 0 || c >= d.chunks) return;
+    const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+    if (q) w.ahead.add(p.q + c0 * p.q_stride, p.q_stride, rows, d.dk);
+    if (k) w.ahead.add(p.k + c0 * p.k_stride, p.k_stride, rows, d.dk);
+    if (v) w.ahead.add(p.v + c0 * p.v_stride, p.v_stride, rows, d.dv);
+    if (dout) w.ahead.add(p.dout + c0 * p.dout_stride, p.dout_stride, rows, d.dv);
+  }
+
   // --- packing of one chunk (rows c0 .. c0 + rows of problem p)
   void pack_q(const Problem<T>& p, int64_t c0, int64_t rows, Workspace<A>& w) const {
     pack(p.q + c0 * p.q_stride, p.q_stride, rows, d.dk, false, w.q, d.dkp);
@@ -391,21 +437,21 @@ template <class T> struct LinearAttention {
 
   // --- products on packed chunks
   // state += k^T v' over the chunk's rows (the forward state S).
-  void add_kv(A* state, int64_t rows, const Workspace<A>& w) const {
-    gemm<A, true, Mask::none>(d.dk, d.dvp / L, rows, w.k, 1, d.dkp, w.v, d.dvp, state, d.dvp);
+  void add_kv(A* state, int64_t rows, Workspace<A>& w) const {
+    gemm<A, true, Mask::none>(d.dk, d.dvp / L, rows, w.k, 1, d.dkp, w.v, d.dvp, state, d.dvp, &w.ahead);
   }
   // state += q^T g' over the chunk's rows (the reverse state T).
-  void add_qg(A* state, int64_t rows, const Workspace<A>& w) const {
-    gemm<A, true, Mask::none>(d.dk, d.dvp / L, rows, w.q, 1, d.dkp, w.g, d.dvp, state, d.dvp);
+  void add_qg(A* state, int64_t rows, Workspace<A>& w) const {
+    gemm<A, true, Mask::none>(d.dk, d.dvp / L, rows, w.q, 1, d.dkp, w.g, d.dvp, state, d.dvp, &w.ahead);
   }
   // acc = q S (+ tril(q k^T) v' when causal): the forward's [num, den] / scale. Needs w.q, and
   // w.k, w.v when causal.
   void forward_products(const A* state, int64_t rows, bool causal, Workspace<A>& w) const {
-    gemm<A, false, Mask::none>(rows, d.dvp / L, d.dk, w.q, d.dkp, 1, state, d.dvp, w.acc, w.acc_ld);
+    gemm<A, false, Mask::none>(rows, d.dvp / L, d.dk, w.q, d.dkp, 1, state, d.dvp, w.acc, w.acc_ld, &w.ahead);
     if (!causal) return;
     transpose(w.k, d.dkp, rows, d.dk, w.xt, kChunk);
-    scores<A, Mask::lower>(rows, d.dk, w.q, d.dkp, w.xt, w.scores);
-    gemm<A, true, Mask::lower>(rows, d.dvp / L, rows, w.scores, kChunk, 1, w.v, d.dvp, w.acc, w.acc_ld);
+    scores<A, Mask::lower>(rows, d.dk, w.q, d.dkp, w.xt, w.scores, &w.ahead);
+    gemm<A, true, Mask::lower>(rows, d.dvp / L, rows, w.scores, kChunk, 1, w.v, d.dvp, w.acc, w.acc_ld, &w.ahead);
   }
   void store_forward(const Problem<T>& p, int64_t c0, int64_t rows, const Workspace<A>& w) const {
     if (!normalize) return store_scaled(w.acc, w.acc_ld, rows, d.dv, scale, p.out + c0 * d.dv);
@@ -423,6 +469,7 @@ template <class T> struct LinearAttention {
     zero(local, d.state_size());
     for (int64_t c = d.first_chunk(s); c < d.end_chunk(s); ++c) {
       const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+      expect(p, c + 1, false, true, true, false, w);
       pack_k(p, c0, rows, w);
       pack_v(p, c0, rows, w);
       add_kv(local, rows, w);
@@ -433,6 +480,7 @@ template <class T> struct LinearAttention {
     zero(w.local, d.state_size());
     for (int64_t c = d.first_chunk(s); c < d.end_chunk(s); ++c) {
       const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+      expect(p, c + 1, true, true, true, false, w);
       add(prefix, w.local, w.state, d.state_size());
       pack_q(p, c0, rows, w);
       pack_k(p, c0, rows, w);
@@ -444,6 +492,7 @@ template <class T> struct LinearAttention {
   }
   void forward_noncausal_chunk(const Problem<T>& p, int64_t c, const A* state, Workspace<A>& w) const {
     const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+    expect(p, c + 1, true, false, false, false, w);
     pack_q(p, c0, rows, w);
     forward_products(state, rows, false, w);
     store_forward(p, c0, rows, w);
@@ -456,6 +505,7 @@ template <class T> struct LinearAttention {
     zero(w.local, d.state_size());
     for (int64_t c = d.first_chunk(s); c < d.end_chunk(s); ++c) {
       const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+      expect(p, c + 1, normalize, true, true, true, w);
       add(prefix, w.local, w.state, d.state_size());
       pack_k(p, c0, rows, w);
       pack_v(p, c0, rows, w);
@@ -468,10 +518,10 @@ template <class T> struct LinearAttention {
       }
       transpose(w.state, d.dvp, d.dk, d.dv1, w.state_t, d.dkp);
       // acc = g' S^T + tril(g' v'^T) k
-      gemm<A, false, Mask::none>(rows, d.dkp / L, d.dv1, w.g, d.dvp, 1, w.state_t, d.dkp, w.acc, w.acc_ld);
+      gemm<A, false, Mask::none>(rows, d.dkp / L, d.dv1, w.g, d.dvp, 1, w.state_t, d.dkp, w.acc, w.acc_ld, &w.ahead);
       transpose(w.v, d.dvp, rows, d.dv1, w.xt, kChunk);
-      scores<A, Mask::lower>(rows, d.dv1, w.g, d.dvp, w.xt, w.scores);
-      gemm<A, true, Mask::lower>(rows, d.dkp / L, rows, w.scores, kChunk, 1, w.k, d.dkp, w.acc, w.acc_ld);
+      scores<A, Mask::lower>(rows, d.dv1, w.g, d.dvp, w.xt, w.scores, &w.ahead);
+      gemm<A, true, Mask::lower>(rows, d.dkp / L, rows, w.scores, kChunk, 1, w.k, d.dkp, w.acc, w.acc_ld, &w.ahead);
       store_scaled(w.acc, w.acc_ld, rows, d.dk, scale, p.dq + c0 * d.dk);
       add_kv(w.local, rows, w);
     }
@@ -481,6 +531,7 @@ template <class T> struct LinearAttention {
     zero(reverse_local, d.state_size());
     for (int64_t c = d.first_chunk(s); c < d.end_chunk(s); ++c) {
       const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+      expect(p, c + 1, true, false, false, true, w);
       pack_q(p, c0, rows, w);
       if (normalize) {
         forward_products(state, rows, false, w);
@@ -488,7 +539,7 @@ template <class T> struct LinearAttention {
       } else {
         pack_g(p, c0, rows, w);
       }
-      gemm<A, false, Mask::none>(rows, d.dkp / L, d.dv1, w.g, d.dvp, 1, state_t, d.dkp, w.acc, w.acc_ld);
+      gemm<A, false, Mask::none>(rows, d.dkp / L, d.dv1, w.g, d.dvp, 1, state_t, d.dkp, w.acc, w.acc_ld, &w.ahead);
       store_scaled(w.acc, w.acc_ld, rows, d.dk, scale, p.dq + c0 * d.dk);
       add_qg(reverse_local, rows, w);
     }
@@ -498,6 +549,7 @@ template <class T> struct LinearAttention {
     zero(local, d.state_size());
     for (int64_t c = d.end_chunk(s) - 1; c >= d.first_chunk(s); --c) {
       const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+      expect(p, c - 1, true, false, false, true, w);
       pack_q(p, c0, rows, w);
       pack_g(p, c0, rows, w);
       add_qg(local, rows, w);
@@ -507,19 +559,19 @@ template <class T> struct LinearAttention {
   void dkdv_products(const Problem<T>& p, int64_t c0, int64_t rows, const A* state, const A* state_t, bool causal,
                      Workspace<A>& w) const {
     // dv: acc = k T (+ triu(k q^T) g')
-    gemm<A, false, Mask::none>(rows, d.dvp / L, d.dk, w.k, d.dkp, 1, state, d.dvp, w.acc, w.acc_ld);
+    gemm<A, false, Mask::none>(rows, d.dvp / L, d.dk, w.k, d.dkp, 1, state, d.dvp, w.acc, w.acc_ld, &w.ahead);
     if (causal) {
       transpose(w.q, d.dkp, rows, d.dk, w.xt, kChunk);
-      scores<A, Mask::upper>(rows, d.dk, w.k, d.dkp, w.xt, w.scores);
-      gemm<A, true, Mask::upper>(rows, d.dvp / L, rows, w.scores, kChunk, 1, w.g, d.dvp, w.acc, w.acc_ld);
+      scores<A, Mask::upper>(rows, d.dk, w.k, d.dkp, w.xt, w.scores, &w.ahead);
+      gemm<A, true, Mask::upper>(rows, d.dvp / L, rows, w.scores, kChunk, 1, w.g, d.dvp, w.acc, w.acc_ld, &w.ahead);
     }
     store_scaled(w.acc, w.acc_ld, rows, d.dv, scale, p.dv + c0 * d.dv);
     // dk: acc = v' T^T (+ triu(v' g'^T) q)
-    gemm<A, false, Mask::none>(rows, d.dkp / L, d.dv1, w.v, d.dvp, 1, state_t, d.dkp, w.acc, w.acc_ld);
+    gemm<A, false, Mask::none>(rows, d.dkp / L, d.dv1, w.v, d.dvp, 1, state_t, d.dkp, w.acc, w.acc_ld, &w.ahead);
     if (causal) {
       transpose(w.g, d.dvp, rows, d.dv1, w.xt, kChunk);
-      scores<A, Mask::upper>(rows, d.dv1, w.v, d.dvp, w.xt, w.scores);
-      gemm<A, true, Mask::upper>(rows, d.dkp / L, rows, w.scores, kChunk, 1, w.q, d.dkp, w.acc, w.acc_ld);
+      scores<A, Mask::upper>(rows, d.dv1, w.v, d.dvp, w.xt, w.scores, &w.ahead);
+      gemm<A, true, Mask::upper>(rows, d.dkp / L, rows, w.scores, kChunk, 1, w.q, d.dkp, w.acc, w.acc_ld, &w.ahead);
     }
     store_scaled(w.acc, w.acc_ld, rows, d.dk, scale, p.dk + c0 * d.dk);
   }
@@ -528,6 +580,7 @@ template <class T> struct LinearAttention {
     zero(w.local, d.state_size());
     for (int64_t c = d.end_chunk(s) - 1; c >= d.first_chunk(s); --c) {
       const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+      expect(p, c - 1, true, true, true, true, w);
       add(prefix, w.local, w.state, d.state_size());
       transpose(w.state, d.dvp, d.dk, d.dv1, w.state_t, d.dkp);
       pack_q(p, c0, rows, w);
@@ -541,6 +594,7 @@ template <class T> struct LinearAttention {
   void dkdv_noncausal_chunk(const Problem<T>& p, int64_t c, const A* state, const A* state_t,
                             Workspace<A>& w) const {
     const int64_t c0 = d.chunk_begin(c), rows = d.chunk_rows(c);
+    expect(p, c + 1, false, true, true, false, w);
     pack_k(p, c0, rows, w);
     pack_v(p, c0, rows, w);
     dkdv_products(p, c0, rows, state, state_t, false, w);
