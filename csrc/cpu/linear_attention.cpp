@@ -30,7 +30,8 @@
 // Determinism. Rows are cut into segments of whole chunks, their number a function of n only
 // (at most kMaxSegments). A scan holds its state as P + L: L sums the chunks of the current
 // segment from zero, P the segments before (P_s = P_{s-1} + L_{s-1}); non-causal sums are
-// ((L_0 + L_1) + L_2) + ... . With at least as many problems as threads each thread runs whole
+// ((L_0 + L_1) + L_2) + ... . (The tile shape of a product never matters: every element is
+// the same chain of multiply-adds.) With at least as many problems as threads each thread runs whole
 // problems, segment after segment. With fewer, a first pass computes every segment's L in
 // parallel, the prefixes are added in segment order, and the segments are scanned in parallel
 // from their P. Both orders do the same operations on the same numbers, so the results are
@@ -616,10 +617,10 @@ template <class A> struct SegmentStates {
     for (int64_t p = 0; p < problems; ++p)
       for (int64_t s = d.segments - 2; s >= 0; --s) add(at(p, s + 1), at(p, s), at(p, s), d.state_size());
   }
-  // total(p) = ((0 + states(p, 0)) + states(p, 1)) + ...
+  // total(p) = (states(p, 0) + states(p, 1)) + ...
   void total(int64_t p, A* out) {
-    zero(out, d.state_size());
-    for (int64_t s = 0; s < d.segments; ++s) add(out, at(p, s), out, d.state_size());
+    for (int64_t i = 0; i < d.state_size(); ++i) out[i] = at(p, 0)[i];
+    for (int64_t s = 1; s < d.segments; ++s) add(out, at(p, s), out, d.state_size());
   }
 };
 
@@ -664,17 +665,21 @@ template <class T> void linear_attention_forward(const LinearAttentionForwardArg
   if (!split_problems(problems, a.threads, d)) {
     for_items<A>(problems, a.threads, d, [&](int64_t p, Workspace<A>& w) {
       const Problem<T> pr = problem(p);
-      zero(w.prefix, d.state_size());
-      for (int64_t s = 0; s < segments; ++s) {
-        if (a.causal) {
+      if (a.causal) {
+        zero(w.prefix, d.state_size());
+        for (int64_t s = 0; s < segments; ++s) {
           la.forward_causal_segment(pr, s, w.prefix, w);
-        } else {
-          la.forward_state_segment(pr, s, w.local, w);
+          if (s + 1 < segments) add(w.prefix, w.local, w.prefix, d.state_size());
         }
-        if (!a.causal || s + 1 < segments) add(w.prefix, w.local, w.prefix, d.state_size());
+        return;
       }
-      if (!a.causal)
-        for (int64_t c = 0; c < chunks; ++c) la.forward_noncausal_chunk(pr, c, w.prefix, w);
+      // S in prefix: segment 0's sum, then + each further segment's (as SegmentStates::total)
+      la.forward_state_segment(pr, 0, w.prefix, w);
+      for (int64_t s = 1; s < segments; ++s) {
+        la.forward_state_segment(pr, s, w.local, w);
+        add(w.prefix, w.local, w.prefix, d.state_size());
+      }
+      for (int64_t c = 0; c < chunks; ++c) la.forward_noncausal_chunk(pr, c, w.prefix, w);
     });
     return;
   }
@@ -738,15 +743,16 @@ template <class T> void linear_attention_backward(const LinearAttentionBackwardA
         }
         return;
       }
-      // Non-causal: S in prefix (S^T in state_t), then T in state (T^T in state_t).
-      zero(w.prefix, size);
-      for (int64_t s = 0; s < segments; ++s) {
+      // Non-causal: S in prefix (S^T in state_t), then T in state (T^T in state_t), each summed
+      // over segments as SegmentStates::total does.
+      la.forward_state_segment(pr, 0, w.prefix, w);
+      for (int64_t s = 1; s < segments; ++s) {
         la.forward_state_segment(pr, s, w.local, w);
         add(w.prefix, w.local, w.prefix, size);
       }
       transpose(w.prefix, d.dvp, d.dk, d.dv1, w.state_t, d.dkp);
-      zero(w.state, size);
-      for (int64_t s = 0; s < segments; ++s) {
+      la.dq_noncausal_segment(pr, 0, w.prefix, w.state_t, w.state, w);
+      for (int64_t s = 1; s < segments; ++s) {
         la.dq_noncausal_segment(pr, s, w.prefix, w.state_t, w.local, w);
         add(w.state, w.local, w.state, size);
       }
