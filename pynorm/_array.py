@@ -120,7 +120,7 @@ def as_matrices(arr: np.ndarray) -> np.ndarray:
 
 def matrices_output(batch_shape: Tuple[int, ...], rows: int, dim: int, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
     """(a new C-contiguous array of shape batch_shape + (rows, dim), its [problems, rows, dim] view)."""
-    result = np.empty(tuple(batch_shape) + (rows, dim), dtype=dtype)
+    result = empty(tuple(batch_shape) + (rows, dim), np.dtype(dtype))
     return result, result.reshape(math.prod(batch_shape), rows, dim)
 
 

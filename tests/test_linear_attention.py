@@ -1,33 +1,18 @@
 """pynorm.linear_attention and its backward against torch autograd of the direct (quadratic,
-masked) formulation, plus thread-count determinism, layouts, dtypes and bad inputs."""
+masked) formulation in float64, plus thread-count determinism, layouts, dtypes and bad inputs.
+Tolerances: tests/tolerances.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import np_dtype
+from tolerances import LINEAR_ATTENTION_NORMALIZED_FLOAT64, assert_close
 
 import pynorm
-
-try:
-    import ml_dtypes
-except ImportError:  # pragma: no cover
-    ml_dtypes = None
-
-# ---- tolerances: max |pynorm - reference| <= TOL * max |reference|, per output ------------
-# float64: pynorm's chunked sums and the reference's quadratic sums differ only in rounding
-# order, over at most N * D terms.
-TOL_FLOAT64 = 1e-9
-# float64 normalised: the backward subtracts nearly equal terms (g . v + h) and divides by the
-# denominator, which loses a few more digits.
-TOL_FLOAT64_NORMALIZED = 1e-6
-# float32 (float32 arithmetic in both): rounding of sums of up to N * D terms; the reference
-# is computed in float64 from the same float32 inputs.
-TOL_FLOAT32 = 1e-4
-# 16-bit storage: the inputs are the same rounded values in both; the outputs are rounded to
-# 16 bits (float16: 2^-11 relative, bfloat16: 2^-8) after float32 arithmetic.
-TOL_16BIT = {"float16": 4e-3, "bfloat16": 2e-2}
-
-RNG = np.random.default_rng(1234)
 
 
 def positive(x):
@@ -35,7 +20,7 @@ def positive(x):
     return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0)))
 
 
-def make_inputs(batch, n, dk, dv, normalize, dtype=np.float64, rng=RNG):
+def make_inputs(rng, batch, n, dk, dv, normalize, dtype=np.float64):
     q = rng.standard_normal(batch + (n, dk))
     k = rng.standard_normal(batch + (n, dk))
     v = rng.standard_normal(batch + (n, dv))
@@ -45,31 +30,6 @@ def make_inputs(batch, n, dk, dv, normalize, dtype=np.float64, rng=RNG):
     return tuple(np.asarray(x).astype(dtype) for x in (q, k, v, dout))
 
 
-def reference(q, k, v, dout, causal, normalize, eps=1e-6, scale=1.0):
-    """(out, dq, dk, dv) by torch autograd of the masked quadratic form, in float64."""
-    torch = pytest.importorskip("torch")
-    tq, tk, tv = (torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True) for x in (q, k, v))
-    scores = scale * (tq @ tk.transpose(-1, -2))
-    if causal:
-        n = scores.shape[-1]
-        scores = scores * torch.tril(torch.ones(n, n, dtype=torch.float64))
-    out = scores @ tv
-    if normalize:
-        out = out / (scores.sum(-1, keepdim=True) + eps)
-    out.backward(torch.tensor(np.asarray(dout, dtype=np.float64)))
-    return out.detach().numpy(), tq.grad.numpy(), tk.grad.numpy(), tv.grad.numpy()
-
-
-def assert_close(actual, expected, tol, what):
-    actual = np.asarray(actual, dtype=np.float64)
-    assert actual.shape == expected.shape, what
-    if expected.size == 0:
-        return
-    err = np.max(np.abs(actual - expected))
-    size = np.max(np.abs(expected))
-    assert err <= tol * max(size, 1e-300), f"{what}: max error {err:.3g} vs max |ref| {size:.3g} (tol {tol})"
-
-
 def run_pynorm(q, k, v, dout, causal, normalize, eps=1e-6, scale=1.0, n_threads=None):
     kw = dict(causal=causal, normalize=normalize, eps=eps, scale=scale, n_threads=n_threads)
     out = pynorm.linear_attention(q, k, v, **kw)
@@ -77,12 +37,14 @@ def run_pynorm(q, k, v, dout, causal, normalize, eps=1e-6, scale=1.0, n_threads=
     return out, dq, dk, dv
 
 
-def check_against_torch(q, k, v, dout, causal, normalize, tol, eps=1e-6, scale=1.0):
+def check_against_torch(q, k, v, dout, causal, normalize, eps=1e-6, scale=1.0):
+    dtype_name = np.asarray(q).dtype.name
     got = run_pynorm(q, k, v, dout, causal, normalize, eps, scale)
-    want = reference(q, k, v, dout, causal, normalize, eps, scale)
+    want = reference.linear_attention(q, k, v, dout, causal, normalize, eps, scale)
+    tol = LINEAR_ATTENTION_NORMALIZED_FLOAT64 if normalize and dtype_name == "float64" else {}
     for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
         assert g.dtype == np.asarray(q).dtype, name
-        assert_close(g, w, tol, name)
+        assert_close(g, w, dtype_name, name, **tol)
 
 
 # (batch shape, N, Dk, Dv): one problem as 2-d input, N = 1, N not a multiple of the chunk
@@ -101,45 +63,41 @@ SHAPES = [
 @pytest.mark.parametrize("normalize", [False, True], ids=["plain", "normalized"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}x{s[3]}")
-def test_float64_matches_torch(shape, causal, normalize):
+def test_float64_matches_torch(rng, shape, causal, normalize):
     batch, n, dk, dv = shape
-    q, k, v, dout = make_inputs(batch, n, dk, dv, normalize)
-    tol = TOL_FLOAT64_NORMALIZED if normalize else TOL_FLOAT64
-    check_against_torch(q, k, v, dout, causal, normalize, tol, scale=0.7)
+    q, k, v, dout = make_inputs(rng, batch, n, dk, dv, normalize)
+    check_against_torch(q, k, v, dout, causal, normalize, scale=0.7)
 
 
-def test_long_causal_sequence():
-    q, k, v, dout = make_inputs((1,), 4096, 16, 8, False)
-    check_against_torch(q, k, v, dout, True, False, TOL_FLOAT64, scale=0.25)
+def test_long_causal_sequence(rng):
+    q, k, v, dout = make_inputs(rng, (1,), 4096, 16, 8, False)
+    check_against_torch(q, k, v, dout, True, False, scale=0.25)
 
 
 @pytest.mark.parametrize("normalize", [False, True], ids=["plain", "normalized"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_float32_matches_torch(causal, normalize):
-    q, k, v, dout = make_inputs((2, 2), 300, 32, 24, normalize, dtype=np.float32)
-    check_against_torch(q, k, v, dout, causal, normalize, TOL_FLOAT32, scale=0.125)
+def test_float32_matches_torch(rng, causal, normalize):
+    q, k, v, dout = make_inputs(rng, (2, 2), 300, 32, 24, normalize, dtype=np.float32)
+    check_against_torch(q, k, v, dout, causal, normalize, scale=0.125)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_16bit_storage(dtype, causal):
-    if dtype == "bfloat16" and ml_dtypes is None:
-        pytest.skip("ml_dtypes is not installed")
-    np_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
-    q, k, v, dout = make_inputs((2,), 130, 16, 8, False, dtype=np_dtype)
-    check_against_torch(q, k, v, dout, causal, False, TOL_16BIT[dtype], scale=0.25)
+def test_16bit_storage(rng, dtype, causal):
+    q, k, v, dout = make_inputs(rng, (2,), 130, 16, 8, False, dtype=np_dtype(dtype))
+    check_against_torch(q, k, v, dout, causal, False, scale=0.25)
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_non_contiguous_inputs(causal):
+def test_non_contiguous_inputs(rng, causal):
     n, b, h, d = 90, 2, 3, 8
-    base = RNG.standard_normal((n, b, h, 2 * d))
+    base = rng.standard_normal((n, b, h, 2 * d))
     q = base[..., :d].transpose(1, 2, 0, 3)  # (b, h, n, d) view with strided rows and problems
-    k = np.ascontiguousarray(RNG.standard_normal((b, h, 2 * n, d)))[:, :, ::2]  # every other row
-    v = RNG.standard_normal((b, h, n, 2 * 5))[..., ::2]  # non-contiguous last axis (copied)
-    dout = RNG.standard_normal((b, h, d, n)).swapaxes(-1, -2)[..., :5]
+    k = rng.standard_normal((b, h, 2 * n, d))[:, :, ::2]  # every other row
+    v = rng.standard_normal((b, h, n, 2 * 5))[..., ::2]  # non-contiguous last axis (copied)
+    dout = rng.standard_normal((b, h, d, n)).swapaxes(-1, -2)[..., :5]
     assert not (q.flags.c_contiguous or k.flags.c_contiguous or v.flags.c_contiguous)
-    check_against_torch(q, k, v, dout, causal, False, TOL_FLOAT64)
+    check_against_torch(q, k, v, dout, causal, False)
     # the same numbers, contiguous: the same bits
     got = run_pynorm(q, k, v, dout, causal, False)
     contiguous = run_pynorm(*(np.ascontiguousarray(x) for x in (q, k, v, dout)), causal, False)
@@ -159,35 +117,28 @@ DETERMINISM_CASES = [
 @pytest.mark.parametrize("normalize", [False, True], ids=["plain", "normalized"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("case", DETERMINISM_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-{c[4].__name__}")
-def test_bitwise_identical_for_any_thread_count(case, causal, normalize):
+def test_bitwise_identical_for_any_thread_count(rng, case, causal, normalize):
     batch, n, dk, dv, dtype = case
-    q, k, v, dout = make_inputs(batch, n, dk, dv, normalize, dtype=dtype)
+    q, k, v, dout = make_inputs(rng, batch, n, dk, dv, normalize, dtype=dtype)
     results = [run_pynorm(q, k, v, dout, causal, normalize, n_threads=t) for t in (1, 2, 3)]
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert a.tobytes() == b.tobytes()
 
 
-def test_hypothesis_shapes():
-    hypothesis = pytest.importorskip("hypothesis")
-    st = hypothesis.strategies
-
-    @hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
-    @hypothesis.given(
-        batch=st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
-        n=st.integers(1, 150),
-        dk=st.integers(1, 20),
-        dv=st.integers(1, 20),
-        causal=st.booleans(),
-        normalize=st.booleans(),
-        seed=st.integers(0, 2**31 - 1),
-    )
-    def check(batch, n, dk, dv, causal, normalize, seed):
-        q, k, v, dout = make_inputs(batch, n, dk, dv, normalize, rng=np.random.default_rng(seed))
-        tol = TOL_FLOAT64_NORMALIZED if normalize else TOL_FLOAT64
-        check_against_torch(q, k, v, dout, causal, normalize, tol)
-
-    check()
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    batch=st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
+    n=st.integers(1, 150),
+    dk=st.integers(1, 20),
+    dv=st.integers(1, 20),
+    causal=st.booleans(),
+    normalize=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_hypothesis_shapes(batch, n, dk, dv, causal, normalize, seed):
+    q, k, v, dout = make_inputs(np.random.default_rng(seed), batch, n, dk, dv, normalize)
+    check_against_torch(q, k, v, dout, causal, normalize)
 
 
 def test_paper_p1_attention_example():
@@ -201,9 +152,9 @@ def test_paper_p1_attention_example():
     np.testing.assert_allclose(out.T, V @ E @ E.T @ W @ E, rtol=1e-12, atol=1e-12)
 
 
-def test_torch_tensors_are_accepted():
+def test_torch_tensors_are_accepted(rng):
     torch = pytest.importorskip("torch")
-    q, k, v, dout = make_inputs((2,), 10, 4, 3, False, dtype=np.float32)
+    q, k, v, dout = make_inputs(rng, (2,), 10, 4, 3, False, dtype=np.float32)
     out = pynorm.linear_attention(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), causal=True)
     assert isinstance(out, np.ndarray)
     assert out.tobytes() == pynorm.linear_attention(q, k, v, causal=True).tobytes()
@@ -214,12 +165,12 @@ def test_torch_tensors_are_accepted():
     [((2,), 0, 4, 3), ((0,), 5, 4, 3), ((), 0, 2, 2), ((2,), 7, 0, 3), ((2,), 7, 3, 0)],
 )
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_empty_sizes(batch, n, dk, dv, causal):
-    q, k, v, dout = make_inputs(batch, n, dk, dv, False)
+def test_empty_sizes(rng, batch, n, dk, dv, causal):
+    q, k, v, dout = make_inputs(rng, batch, n, dk, dv, False)
     out, dq, dk_, dv_ = run_pynorm(q, k, v, dout, causal, False)
     assert out.shape == batch + (n, dv)
     assert (dq.shape, dk_.shape, dv_.shape) == (q.shape, k.shape, v.shape)
-    want = reference(q, k, v, dout, causal, False)
+    want = reference.linear_attention(q, k, v, dout, causal, False)
     for g, w in zip((out, dq, dk_, dv_), want):
         np.testing.assert_array_equal(g, w)
 

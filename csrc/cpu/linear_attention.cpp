@@ -6,7 +6,7 @@
 // with zeros to whole vectors; when normalising, v gets a column of ones after its dv columns
 // (v' = [v, 1]), so that the denominators come out of the same products as the numerators.
 // Every product is the same register-blocked micro-kernel, `tile`:
-//     c[MR rows x NV vectors] (+)= a[MR x depth] * b[depth x NV vectors],
+//     c[MR rows x NV vectors] (+)= a[MR x depth] * b[depth x NV vectors]   (fused multiply-adds),
 // with a read by broadcasts through two strides (so a transposed a costs nothing) and b by
 // vector loads of rows. `gemm` runs it over a matrix (optionally over the triangle of a masked
 // score matrix only), `scores` builds a masked chunk x chunk score matrix.
@@ -100,6 +100,10 @@ struct Prefetcher {
 };
 
 // ------------------------------------------------------------------ micro-kernel
+// Every lane x: x - 0 is exactly x (-0 included) and compiles to one broadcast from memory,
+// where simd.h's splat (a loop over lanes) becomes a chain of lane inserts in the tile loop.
+template <class A> inline Vec<A> broadcast(A x) { return x - Vec<A>{}; }
+
 // c[MR x NV vectors] (+)= a[MR x depth] * b[depth x NV vectors], with a(i, k) at
 // a[i * a_row + k * a_depth], b(k, :) at b + k * ldb and c(i, :) at c + i * ldc.
 template <class A, int MR, int NV, bool Accumulate>
@@ -124,9 +128,9 @@ inline void tile(int64_t depth, const A* a, int64_t a_row, int64_t a_depth, cons
     for (int j = 0; j < NV; ++j) bv[j] = load(bk + j * L, Full{});
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const Vec<A> ai = ak[i * a_row] - Vec<A>{};  // a broadcast (x - 0 is x, even for -0)
+      const Vec<A> ai = broadcast<A>(ak[i * a_row]);
 #pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) acc[i][j] += ai * bv[j];
+      for (int j = 0; j < NV; ++j) acc[i][j] = fmadd(ai, bv[j], acc[i][j]);
     }
   }
 #pragma GCC unroll 8
