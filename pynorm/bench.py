@@ -224,7 +224,8 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
     against torch's chunked form (chunk 64, batched matmuls, autograd) and its masked quadratic
     form; non-causal forward (+backward) against q @ (k^T @ v); the trainer's regime
     (128, 33, 32); per-call overhead; NumPy's 2048^3 float32 matmul as the machine's rate.
-    Returns rows {case, seconds, flops, reference (the pynorm row it is compared with)}."""
+    Returns rows {case, seconds, flops, pynorm_seconds}: for a torch row, pynorm_seconds is
+    the time of the pynorm row it is compared with, and "speedup" is seconds / pynorm_seconds."""
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(threads)
@@ -250,7 +251,7 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
         add("numpy matmul 2048^3 float32", best_time(lambda: a @ b, repeats=repeats), 2 * 2048**3)
 
         B, H, N, D = 4, 8, 2048, 64
-        q, k, v, dout = (0.3 * rng.standard_normal((B, H, N, D))).astype(np.float32) for _ in range(4))
+        q, k, v, dout = ((0.3 * rng.standard_normal((B, H, N, D))).astype(np.float32) for _ in range(4))
         fb = linear_attention_flops(B * H, N, D, D, True, False) + linear_attention_flops(B * H, N, D, D, True, True)
         shape = f"B={B} H={H} N={N} D={D}"
 
@@ -351,7 +352,7 @@ def format_linear_attention_row(row: dict) -> str:
     return f"{row['case']:<48}{t:>12}{rate}{ratio}"
 
 
-LA_HEADER = f"{'linear attention (float32)':<48}{'time':>12}{'GFLOP/s':>9}{'pynorm is':>11}"
+LA_HEADER = f"{'linear attention (float32)':<48}{'time':>12}{'GFLOP/s':>9}{'speedup':>11}"
 
 
 HEADER = f"{'op':<11}{'pass':<9}{'shape':<14}{'dtype':<8}{'pynorm GB/s':>12}{'torch GB/s':>11}{'speedup':>9}{'of bound':>9}"
