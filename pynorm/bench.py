@@ -219,100 +219,97 @@ def linear_attention_flops(problems, n, dk, dv, causal, backward):
     return problems * n * (4 * dk * dv + LA_CHUNK * (dk + dv))
 
 
+def interleaved_best(fns: List[Callable[[], object]], repeats: int, min_seconds: float = 0.05) -> List[float]:
+    """Best seconds per call of each function, timed in turns (a, b, a, b, ...), so that a
+    noisy spell of the machine hits all of them alike."""
+    inner = []
+    for fn in fns:
+        fn()  # warm up
+        start = time.perf_counter()
+        fn()
+        inner.append(max(1, int(min_seconds / max(time.perf_counter() - start, 1e-7) / repeats)))
+    best = [math.inf] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(inner[i]):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / inner[i])
+    return best
+
+
 def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -> List[dict]:
     """Linear attention vs torch, float32: causal forward+backward at B=4, H=8, N=2048, D=64
     against torch's chunked form (chunk 64, batched matmuls, autograd) and its masked quadratic
     form; non-causal forward (+backward) against q @ (k^T @ v); the trainer's regime
     (128, 33, 32); per-call overhead; NumPy's 2048^3 float32 matmul as the machine's rate.
-    Returns rows {case, seconds, flops, pynorm_seconds}: for a torch row, pynorm_seconds is
-    the time of the pynorm row it is compared with, and "speedup" is seconds / pynorm_seconds."""
+    pynorm and torch are timed in turns. Returns rows {case, seconds, flops, pynorm_seconds}:
+    for a torch row, pynorm_seconds is the time of the pynorm row it is compared with, and
+    "speedup" is seconds / pynorm_seconds."""
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(threads)
     pynorm.set_num_threads(threads)
     rows: List[dict] = []
+    rng = np.random.default_rng(0)
+    flops = linear_attention_flops
+    B, H, N, D = 4, 8, 2048, 64
+    q, k, v, dout = ((0.3 * rng.standard_normal((B, H, N, D))).astype(np.float32) for _ in range(4))
+    Bt, Nt, Dt = 128, 33, 32  # the trainer's regime
+    qs, ks, vs, ds = (rng.standard_normal((Bt, Nt, Dt)).astype(np.float32) for _ in range(4))
+    one = np.ones((1, 1, 1), np.float32)
 
-    def add(case, seconds, flops=None, against=None):
-        rows.append({"case": case, "seconds": seconds, "flops": flops, "pynorm_seconds": against})
-        progress(format_linear_attention_row(rows[-1]))
+    def la(q, k, v, dout=None, causal=False):
+        def run():
+            pynorm.linear_attention(q, k, v, causal=causal, n_threads=threads)
+            if dout is not None:
+                pynorm.linear_attention_backward(dout, q, k, v, causal=causal, n_threads=threads)
 
-    def timed(fn, slow=False):
-        return best_time(fn, min_seconds=0.0 if slow else 0.05, repeats=max(2, repeats // 3) if slow else repeats)
+        return run
 
-    try:
-        from threadpoolctl import threadpool_limits
-
-        limits = threadpool_limits(limits=threads)
-    except ImportError:  # NumPy's BLAS then runs with its own thread count
-        limits = None
-    try:
-        rng = np.random.default_rng(0)
-        a, b = (rng.standard_normal((2048, 2048)).astype(np.float32) for _ in range(2))
-        add("numpy matmul 2048^3 float32", best_time(lambda: a @ b, repeats=repeats), 2 * 2048**3)
-
-        B, H, N, D = 4, 8, 2048, 64
-        q, k, v, dout = ((0.3 * rng.standard_normal((B, H, N, D))).astype(np.float32) for _ in range(4))
-        fb = linear_attention_flops(B * H, N, D, D, True, False) + linear_attention_flops(B * H, N, D, D, True, True)
-        shape = f"B={B} H={H} N={N} D={D}"
-
-        def pynorm_causal():
-            pynorm.linear_attention(q, k, v, causal=True, n_threads=threads)
-            pynorm.linear_attention_backward(dout, q, k, v, causal=True, n_threads=threads)
-
-        t_fb = timed(pynorm_causal)
-        add(f"pynorm causal fwd+bwd {shape}", t_fb, fb)
-        fwd = linear_attention_flops(B * H, N, D, D, True, False)
-        t_f = timed(lambda: pynorm.linear_attention(q, k, v, causal=True, n_threads=threads))
-        add("pynorm causal fwd", t_f, fwd)
-        nc = linear_attention_flops(B * H, N, D, D, False, False)
-        t_nc = timed(lambda: pynorm.linear_attention(q, k, v, n_threads=threads))
-        add("pynorm non-causal fwd", t_nc, nc)
-        nc_fb = nc + linear_attention_flops(B * H, N, D, D, False, True)
-
-        def pynorm_noncausal():
-            pynorm.linear_attention(q, k, v, n_threads=threads)
-            pynorm.linear_attention_backward(dout, q, k, v, n_threads=threads)
-
-        t_nc_fb = timed(pynorm_noncausal)
-        add("pynorm non-causal fwd+bwd", t_nc_fb, nc_fb)
-
-        Bt, Nt, Dt = 128, 33, 32
-        qs, ks, vs, ds = (rng.standard_normal((Bt, Nt, Dt)).astype(np.float32) for _ in range(4))
-        small = linear_attention_flops(Bt, Nt, Dt, Dt, False, False)
-        small_fb = small + linear_attention_flops(Bt, Nt, Dt, Dt, False, True)
-        t_s = timed(lambda: pynorm.linear_attention(qs, ks, vs, n_threads=threads))
-        add(f"pynorm non-causal fwd ({Bt}, {Nt}, {Dt})", t_s, small)
-
-        def pynorm_small():
-            pynorm.linear_attention(qs, ks, vs, n_threads=threads)
-            pynorm.linear_attention_backward(ds, qs, ks, vs, n_threads=threads)
-
-        t_s_fb = timed(pynorm_small)
-        add(f"pynorm non-causal fwd+bwd ({Bt}, {Nt}, {Dt})", t_s_fb, small_fb)
-        one = np.ones((1, 1, 1), np.float32)
-        t_one = timed(lambda: pynorm.linear_attention(one, one, one))
-        add("pynorm per-call overhead (1 token, D=1)", t_one)
-        if torch is None:
-            progress("torch is not installed: the torch rows are skipped")
-            return rows
-
+    # (pynorm case, work, pynorm function, [(torch case, torch function)], slow torch)
+    groups = [
+        (f"pynorm causal fwd+bwd B={B} H={H} N={N} D={D}",
+         flops(B * H, N, D, D, True, False) + flops(B * H, N, D, D, True, True), la(q, k, v, dout, True)),
+        ("pynorm causal fwd", flops(B * H, N, D, D, True, False), la(q, k, v, causal=True)),
+        ("pynorm non-causal fwd", flops(B * H, N, D, D, False, False), la(q, k, v)),
+        ("pynorm non-causal fwd+bwd", flops(B * H, N, D, D, False, False) + flops(B * H, N, D, D, False, True),
+         la(q, k, v, dout)),
+        (f"pynorm non-causal fwd ({Bt}, {Nt}, {Dt})", flops(Bt, Nt, Dt, Dt, False, False), la(qs, ks, vs)),
+        (f"pynorm non-causal fwd+bwd ({Bt}, {Nt}, {Dt})",
+         flops(Bt, Nt, Dt, Dt, False, False) + flops(Bt, Nt, Dt, Dt, False, True), la(qs, ks, vs, ds)),
+        ("pynorm per-call overhead (1 token, D=1)", None, la(one, one, one)),
+    ]  # fmt: skip
+    against = [[] for _ in groups]
+    if torch is not None:
         tq, tk, tv = (torch.from_numpy(x).requires_grad_() for x in (q, k, v))
-        tdout = torch.from_numpy(dout)
+        tqs, tks, tvs = (torch.from_numpy(x).requires_grad_() for x in (qs, ks, vs))
+        tdout, tds, t1 = torch.from_numpy(dout), torch.from_numpy(ds), torch.ones(1, 1, 1)
         chunk_mask = torch.tril(torch.ones(LA_CHUNK, LA_CHUNK, dtype=torch.bool))
         full_mask = torch.tril(torch.ones(N, N, dtype=torch.bool))
 
         def chunked(q, k, v):
-            nc_ = q.shape[-2] // LA_CHUNK
-            qc, kc, vc = (x.reshape(x.shape[:-2] + (nc_, LA_CHUNK, x.shape[-1])) for x in (q, k, v))
+            n_chunks = q.shape[-2] // LA_CHUNK
+            qc, kc, vc = (x.reshape(x.shape[:-2] + (n_chunks, LA_CHUNK, x.shape[-1])) for x in (q, k, v))
             kv = kc.transpose(-1, -2) @ vc  # every chunk's state
-            states = kv.cumsum(-3) - kv  # the states of the chunks before
+            states = kv.cumsum(-3) - kv  # the sum of the chunks before
             scores = (qc @ kc.transpose(-1, -2)).masked_fill(~chunk_mask, 0)
             return (qc @ states + scores @ vc).reshape(q.shape[:-1] + v.shape[-1:])
 
         def quadratic(q, k, v):
             return (q @ k.transpose(-1, -2)).masked_fill(~full_mask, 0) @ v
 
-        def forward_backward(f, inputs, grad):
+        def linear(q, k, v):
+            return q @ (k.transpose(-1, -2) @ v)
+
+        def fwd(f, *inputs):
+            def run():
+                with torch.no_grad():
+                    f(*inputs)
+
+            return run
+
+        def fwd_bwd(f, grad, *inputs):
             def run():
                 for x in inputs:
                     x.grad = None
@@ -322,22 +319,40 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
 
         with torch.no_grad():
             assert np.allclose(pynorm.linear_attention(q, k, v, causal=True), chunked(tq, tk, tv).numpy(), atol=1e-3)
-        add("torch chunked (C=64, autograd) fwd+bwd", timed(forward_backward(chunked, (tq, tk, tv), tdout)), fb, t_fb)
-        add("torch quadratic masked (autograd) fwd+bwd",
-            timed(forward_backward(quadratic, (tq, tk, tv), tdout), slow=True), fb, t_fb)  # fmt: skip
-        with torch.no_grad():
-            add("torch chunked fwd", timed(lambda: chunked(tq, tk, tv)), fwd, t_f)
-            add("torch q @ (k^T @ v) fwd", timed(lambda: tq @ (tk.transpose(-1, -2) @ tv)), nc, t_nc)
-        linear = lambda q, k, v: q @ (k.transpose(-1, -2) @ v)  # noqa: E731
-        add("torch q @ (k^T @ v) fwd+bwd", timed(forward_backward(linear, (tq, tk, tv), tdout)), nc_fb, t_nc_fb)
-        tqs, tks, tvs = (torch.from_numpy(x).requires_grad_() for x in (qs, ks, vs))
-        with torch.no_grad():
-            add(f"torch q @ (k^T @ v) fwd ({Bt}, {Nt}, {Dt})", timed(lambda: linear(tqs, tks, tvs)), small, t_s)
-        add(f"torch fwd+bwd ({Bt}, {Nt}, {Dt})",
-            timed(forward_backward(linear, (tqs, tks, tvs), torch.from_numpy(ds))), small_fb, t_s_fb)  # fmt: skip
-        t1 = torch.ones(1, 1, 1)
-        with torch.no_grad():
-            add("torch per-call overhead (same)", timed(lambda: linear(t1, t1, t1)), None, t_one)
+        against = [
+            [("torch chunked (C=64, autograd) fwd+bwd", fwd_bwd(chunked, tdout, tq, tk, tv)),
+             ("torch quadratic masked (autograd) fwd+bwd", fwd_bwd(quadratic, tdout, tq, tk, tv))],
+            [("torch chunked fwd", fwd(chunked, tq, tk, tv))],
+            [("torch q @ (k^T @ v) fwd", fwd(linear, tq, tk, tv))],
+            [("torch q @ (k^T @ v) fwd+bwd (autograd)", fwd_bwd(linear, tdout, tq, tk, tv))],
+            [(f"torch q @ (k^T @ v) fwd ({Bt}, {Nt}, {Dt})", fwd(linear, tqs, tks, tvs))],
+            [(f"torch fwd+bwd (autograd) ({Bt}, {Nt}, {Dt})", fwd_bwd(linear, tds, tqs, tks, tvs))],
+            [("torch per-call overhead (same)", fwd(linear, t1, t1, t1))],
+        ]  # fmt: skip
+    else:
+        progress("torch is not installed: the torch rows are skipped")
+
+    def add(case, seconds, work=None, pynorm_seconds=None):
+        rows.append({"case": case, "seconds": seconds, "flops": work, "pynorm_seconds": pynorm_seconds})
+        progress(format_linear_attention_row(rows[-1]))
+
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=threads)
+    except ImportError:  # NumPy's BLAS then runs with its own thread count
+        limits = None
+    try:
+        a, b = (rng.standard_normal((2048, 2048)).astype(np.float32) for _ in range(2))
+        add("numpy matmul 2048^3 float32", best_time(lambda: a @ b, repeats=repeats), 2 * 2048**3)
+        for (case, work, fn), others in zip(groups, against):
+            # the quadratic form takes seconds a call: its group is timed a few times only
+            slow = any("quadratic" in name for name, _ in others)
+            times = interleaved_best([fn] + [f for _, f in others], max(3, repeats // 2) if slow else repeats,
+                                     0.0 if slow else 0.05)  # fmt: skip
+            add(case, times[0], work)
+            for (name, _), t in zip(others, times[1:]):
+                add(name, t, work, times[0])
     finally:
         if limits is not None:
             limits.unregister()
