@@ -100,10 +100,6 @@ struct Prefetcher {
 };
 
 // ------------------------------------------------------------------ micro-kernel
-// Every lane x: x - 0 is exactly x (-0 included) and compiles to one broadcast from memory,
-// where simd.h's splat (a loop over lanes) becomes a chain of lane inserts in the tile loop.
-template <class A> inline Vec<A> broadcast(A x) { return x - Vec<A>{}; }
-
 // c[MR x NV vectors] (+)= a[MR x depth] * b[depth x NV vectors], with a(i, k) at
 // a[i * a_row + k * a_depth], b(k, :) at b + k * ldb and c(i, :) at c + i * ldc.
 template <class A, int MR, int NV, bool Accumulate>
@@ -128,7 +124,7 @@ inline void tile(int64_t depth, const A* a, int64_t a_row, int64_t a_depth, cons
     for (int j = 0; j < NV; ++j) bv[j] = load(bk + j * L, Full{});
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const Vec<A> ai = broadcast<A>(ak[i * a_row]);
+      const Vec<A> ai = splat<A>(ak[i * a_row]);
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) acc[i][j] = fmadd(ai, bv[j], acc[i][j]);
     }

@@ -55,11 +55,9 @@ template <class A> using Vec = typename VecOf<A>::type;
 template <class A> using Bits = typename VecOf<A>::bits;
 template <class A> constexpr int kLanes = PYNORM_VEC_BYTES / sizeof(A);
 
-template <class A> inline Vec<A> splat(A a) {  // (not {} + a: 0 + -0 is +0)
-  Vec<A> v;
-  for (int i = 0; i < kLanes<A>; ++i) v[i] = a;
-  return v;
-}
+// Every lane a: a - 0 is exactly a (-0 included; {} + a is not: 0 + -0 is +0), and compiles
+// to one broadcast.
+template <class A> inline Vec<A> splat(A a) { return a - Vec<A>{}; }
 // Sum of the lanes, always in the same order.
 template <class V> inline auto hsum(V v) {
   decltype(v[0] + 0) s = 0;
