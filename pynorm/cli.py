@@ -2,6 +2,8 @@
 
     pynorm check <experiment> [--steps N] [--dtype float64|float32] [--set key=value ...]
     pynorm run <experiment|all> [--quick | --full] [--seeds 1 2 3] [--out DIR] [--no-progress]
+    pynorm bench [--ops ...] [--threads N] [--json FILE] [--plot FILE] [--markdown]
+    pynorm info
 
 ``check`` runs the pynorm.nn trainer and its torch twin side by side (needs torch), prints the
 worst relative error per tensor, and exits with status 1 if any exceeds the dtype's tolerance.
@@ -11,6 +13,9 @@ figures into --out (default results/<experiment>; for ``all``, results/ with one
 experiment and a combined report.md). Default --quick. Rerunning the same command with the
 same --out resumes an interrupted run from its checkpoints. Exit status 1 if an experiment
 failed, 2 for bad arguments or an unavailable experiment.
+
+``bench`` measures every kernel against torch and the machine's own limits (pynorm.bench);
+``info`` prints pynorm.show_config().
 """
 
 from __future__ import annotations
@@ -124,7 +129,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the experiment's)")
     run.add_argument("--out", help="output folder (default results/<experiment>, or results/ for all)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    commands.add_parser("bench", add_help=False, help="kernel speed vs torch and the machine's limits (see bench --help)")
+    commands.add_parser("info", help="print the build and run-time configuration")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its options are pynorm.bench's own (argparse's REMAINDER would eat none)
+        from . import bench as bench_module
+
+        return bench_module.main(argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "info":
+        from . import show_config
+
+        show_config()
+        return 0
     try:
         return _run(args) if args.command == "run" else _check(args)
     except (ValueError, TypeError) as error:
