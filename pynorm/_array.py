@@ -19,7 +19,9 @@ Conventions (the same for every op):
 from __future__ import annotations
 
 import math
+import os
 import sys
+import threading
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -196,14 +198,66 @@ def threads_value(n_threads: Optional[int], fn: str) -> int:
 
 
 ALIGNMENT = 64  # bytes: lets the kernels stream whole vectors to memory from the first element
+CACHED_MIN_BYTES = 1 << 20
+
+
+class OutputCache:
+    """Large output buffers kept for reuse once the caller has dropped them.
+
+    Fresh memory from the OS is zeroed on first touch: for a 64 MiB output that extra pass
+    costs as much as the kernel itself. So buffers of >= 1 MiB are kept (up to ``max_bytes``
+    in all, least recently used first out) and handed out again once nothing references them
+    any more -- every array derived from a buffer (views, reshapes, torch.from_numpy) holds a
+    reference to it, so the reference count says when it is free. ``max_bytes = 0`` turns
+    the cache off. Like ``np.empty``, a reused buffer holds stale values until written.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._buffers: list = []  # uint8 arrays, least recently used first
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A uint8 buffer of nbytes + ALIGNMENT bytes that nobody else references."""
+        size = nbytes + ALIGNMENT
+        with self._lock:
+            for i in range(len(self._buffers)):
+                # free when only the list (and getrefcount's argument) refer to it
+                if self._buffers[i].size == size and sys.getrefcount(self._buffers[i]) == 2:
+                    buffer = self._buffers.pop(i)
+                    self._buffers.append(buffer)
+                    return buffer
+            buffer = np.empty(size, dtype=np.uint8)
+            self._make_room(size)
+            if self.cached_bytes() + size <= self.max_bytes:
+                self._buffers.append(buffer)
+            return buffer
+
+    def cached_bytes(self) -> int:
+        return sum(b.size for b in self._buffers)
+
+    def _make_room(self, size: int) -> None:
+        for i in reversed([i for i in range(len(self._buffers)) if sys.getrefcount(self._buffers[i]) == 2]):
+            if self.cached_bytes() + size <= self.max_bytes:
+                return
+            del self._buffers[i]
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._make_room(0)
+
+
+OUTPUT_CACHE = OutputCache(int(float(os.environ.get("PYNORM_OUTPUT_CACHE_MB", "256")) * (1 << 20)))
 
 
 def empty(shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array; from 1 MiB on, its data starts on a 64-byte boundary."""
+    """An uninitialised C-contiguous array; from 1 MiB on, its data starts on a 64-byte boundary
+    and comes from the :class:`OutputCache`."""
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < (1 << 20):  # small outputs are never streamed: skip the (slow) address lookup
+    if nbytes < CACHED_MIN_BYTES:  # small outputs are never streamed: plain NumPy
         return np.empty(shape, dtype=dtype)
-    buffer = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    buffer = OUTPUT_CACHE.take(nbytes)
     offset = -buffer.ctypes.data % ALIGNMENT
     return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
 

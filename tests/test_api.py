@@ -159,3 +159,20 @@ def test_show_config(capsys):
     text = capsys.readouterr().out
     for key in ("version", "simd_level", "openmp", "threads", "cuda"):
         assert key in text
+
+
+def test_large_output_buffers_are_reused_only_once_dropped():
+    x = np.random.default_rng(5).standard_normal((512, 1024)).astype(np.float32)  # 2 MiB outputs
+    first = pynorm.layer_norm(x)
+    address = first.ctypes.data
+    expected = first.copy()
+    assert pynorm.layer_norm(x).ctypes.data != address  # `first` is alive: never handed out
+    view = first[7]
+    del first
+    other = pynorm.dyt(x, 0.5)
+    assert other.ctypes.data != address  # a view of it is alive
+    del view
+    again = pynorm.layer_norm(x)
+    assert again.ctypes.data == address and np.array_equal(again, expected)
+    assert again.ctypes.data % 64 == 0
+    assert np.array_equal(other, pynorm.dyt(x, 0.5))
