@@ -75,6 +75,7 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
             if (a.mean) static_cast<A*>(a.mean)[r] = s.mean;
             if (a.rstd) static_cast<A*>(a.rstd)[r] = s.rstd;
             write_row<stream>(y, dim, [&](int64_t i, auto k) {
+              prefetch(x + a.x_row_stride + i);
               Vec<A> v = (load(x + i, k) - s.mean) * s.rstd;
               if constexpr (has_weight) v *= load(weight + i, k);
               if constexpr (has_bias) v += load(bias + i, k);
@@ -129,6 +130,8 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
               const A mean_g = a.center ? hsum(sum_g) / A(dim) : A(0);
               const A mean_gx = hsum(sum_gx) / A(dim);
               write_row<stream>(dx, dim, [&](int64_t i, auto k) {
+                prefetch(x + a.x_row_stride + i);
+                prefetch(dy + a.dy_row_stride + i);
                 if constexpr (!scale) return g_of(i, k) - mean_g;  // x does not enter: NaN in x stays out
                 const Vec<A> xhat = (load(x + i, k) - s.mean) * s.rstd;
                 return (g_of(i, k) - mean_g - xhat * mean_gx) * s.rstd;
