@@ -7,6 +7,7 @@ for the conventions, and ``pynorm.show_config()`` for what this build runs on.
 
 from __future__ import annotations
 
+from ._array import cuda_config as _cuda_config
 from ._core_loader import core as _load_core
 from .ops import dyt, dyt_backward, layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 
@@ -56,7 +57,7 @@ def config() -> dict:
         "simd_levels_supported": list(core.supported_simd_levels()),
         "openmp": f"OpenMP {core.openmp_version}",
         "threads": core.get_num_threads(),
-        "cuda": "not built (no CUDA kernels in this build)",
+        "cuda": _cuda_config(),
     }
 
 
