@@ -54,4 +54,39 @@ inline void* vector_or_null(const py::object& o, int64_t n, DType dtype, const c
   return writable ? a.mutable_data() : const_cast<void*>(a.data());
 }
 
+// Fills the row fields every forward kernel takes (rows, dim, x, x_row_stride, y) from x and
+// its output, after checking them.
+template <class Args> inline void set_forward_rows(Args& a, const py::array& x, const py::array& y, DType dtype) {
+  const Rows xr = rows_of(x, dtype, "x"), yr = rows_of(y, dtype, "y");
+  same_shape(xr, yr, "y");
+  require_writable_contiguous(y, "y");
+  a.rows = xr.rows;
+  a.dim = xr.dim;
+  a.x = xr.data;
+  a.x_row_stride = xr.row_stride;
+  a.y = yr.data;
+}
+
+// The same for a backward kernel: dy and x in, dx out.
+template <class Args>
+inline void set_backward_rows(Args& a, const py::array& dy, const py::array& x, const py::array& dx, DType dtype) {
+  const Rows xr = rows_of(x, dtype, "x"), dyr = rows_of(dy, dtype, "dy"), dxr = rows_of(dx, dtype, "dx");
+  same_shape(xr, dyr, "dy");
+  same_shape(xr, dxr, "dx");
+  require_writable_contiguous(dx, "dx");
+  a.rows = xr.rows;
+  a.dim = xr.dim;
+  a.x = xr.data;
+  a.x_row_stride = xr.row_stride;
+  a.dy = dyr.data;
+  a.dy_row_stride = dyr.row_stride;
+  a.dx = dxr.data;
+}
+
+// Parameter gradients are returned exactly for the parameters that were given.
+inline void require_matching_gradient(const void* weight, const void* dweight) {
+  if ((weight == nullptr) != (dweight == nullptr))
+    throw py::value_error("pynorm._core: dweight must be given exactly when weight is");
+}
+
 }  // namespace pynorm

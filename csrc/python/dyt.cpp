@@ -11,15 +11,8 @@ void register_dyt(py::module_& m) {
       "dyt_forward",
       [](py::array x, py::array y, py::object weight, py::object bias, int dtype_code, double alpha, int threads) {
         const DType dtype = dtype_from_code(dtype_code);
-        const Rows xr = rows_of(x, dtype, "x"), yr = rows_of(y, dtype, "y");
-        same_shape(xr, yr, "y");
-        require_writable_contiguous(y, "y");
         DytForwardArgs a;
-        a.rows = xr.rows;
-        a.dim = xr.dim;
-        a.x = xr.data;
-        a.x_row_stride = xr.row_stride;
-        a.y = yr.data;
+        set_forward_rows(a, x, y, dtype);
         a.weight = vector_or_null(weight, a.dim, dtype, "weight");
         a.bias = vector_or_null(bias, a.dim, dtype, "bias");
         a.alpha = alpha;
@@ -35,24 +28,13 @@ void register_dyt(py::module_& m) {
       [](py::array dy, py::array x, py::object weight, py::array dx, py::array dalpha, py::object dweight,
          py::object dbias, int dtype_code, double alpha, int threads) {
         const DType dtype = dtype_from_code(dtype_code);
-        const Rows xr = rows_of(x, dtype, "x"), dyr = rows_of(dy, dtype, "dy"), dxr = rows_of(dx, dtype, "dx");
-        same_shape(xr, dyr, "dy");
-        same_shape(xr, dxr, "dx");
-        require_writable_contiguous(dx, "dx");
         DytBackwardArgs a;
-        a.rows = xr.rows;
-        a.dim = xr.dim;
-        a.x = xr.data;
-        a.x_row_stride = xr.row_stride;
-        a.dy = dyr.data;
-        a.dy_row_stride = dyr.row_stride;
-        a.dx = dxr.data;
+        set_backward_rows(a, dy, x, dx, dtype);
         a.weight = vector_or_null(weight, a.dim, dtype, "weight");
         a.dalpha = vector_or_null(dalpha, 1, accumulate_dtype(dtype), "dalpha", true);
         a.dweight = vector_or_null(dweight, a.dim, dtype, "dweight", true);
         a.dbias = vector_or_null(dbias, a.dim, dtype, "dbias", true);
-        if ((a.weight == nullptr) != (a.dweight == nullptr))
-          throw py::value_error("pynorm._core: dweight must be given exactly when weight is");
+        require_matching_gradient(a.weight, a.dweight);
         a.alpha = alpha;
         a.threads = threads_for(3 * a.rows * a.dim * itemsize(dtype), threads);
         py::gil_scoped_release release;
