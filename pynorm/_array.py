@@ -355,6 +355,11 @@ class Gpu:
         self.fn = fn
         present = {k: v for k, v in arrays.items() if v is not None}
         on_cpu = [k for k, v in present.items() if not is_gpu(v)]
+        if len(on_cpu) == len(present):  # the GPU argument was a scalar one (e.g. alpha)
+            raise ValueError(
+                f"{fn}: a GPU scalar was passed with CPU arrays ({', '.join(on_cpu)}); pass every array on the "
+                "same device"
+            )
         if on_cpu:
             gpu_name = next(k for k in present if k not in on_cpu)
             raise ValueError(

@@ -156,6 +156,11 @@ def test_mixing_cpu_and_gpu_arguments_is_a_value_error(call):
         call()
 
 
+def test_gpu_scalar_with_cpu_arrays_is_a_value_error():
+    with pytest.raises(ValueError, match="GPU scalar was passed with CPU arrays"):
+        pynorm.dyt(X, FakeCudaArray((1,)), W)
+
+
 def test_mixing_torch_cpu_tensor_and_gpu_array():
     if torch is None:
         pytest.skip("torch is not installed")

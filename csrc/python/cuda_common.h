@@ -4,6 +4,7 @@
 // Python exceptions. No math here.
 #pragma once
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <string>
