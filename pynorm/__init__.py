@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from ._array import cuda_config as _cuda_config
 from ._core_loader import core as _load_core
-from .ops import dyt, dyt_backward, layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from .ops import (
+    dyt,
+    dyt_backward,
+    layer_norm,
+    layer_norm_backward,
+    linear_attention,
+    linear_attention_backward,
+    rms_norm,
+    rms_norm_backward,
+)
 
 __version__ = "0.1.0"
 
@@ -23,6 +32,8 @@ __all__ = [
     "get_num_threads",
     "layer_norm",
     "layer_norm_backward",
+    "linear_attention",
+    "linear_attention_backward",
     "rms_norm",
     "rms_norm_backward",
     "set_num_threads",

@@ -12,6 +12,8 @@ Conventions (the same for every op):
 * Kernels see [rows, dim] views whose last axis is contiguous; leading axes are flattened
   (without a copy when NumPy can) and non-contiguous last axes are copied once.
 * Outputs are new C-contiguous NumPy arrays of x's dtype and shape (or ``out=``).
+* Ops on batches of matrices (linear attention) see [problems, rows, dim] views instead:
+  ``as_matrices`` flattens the leading (batch, head) axes, ``matrices_output`` allocates.
 
 GPU arrays (the second half of this file): CuPy arrays, torch CUDA tensors, and any object
 exposing ``__cuda_array_interface__`` or a CUDA ``__dlpack__`` are recognised by
@@ -114,6 +116,32 @@ def as_rows(arr: np.ndarray) -> np.ndarray:
     if arr.shape[-1] > 1 and rows2d.strides[1] != rows2d.itemsize:
         rows2d = np.ascontiguousarray(rows2d)
     return rows2d
+
+
+def as_matrices(arr: np.ndarray) -> np.ndarray:
+    """A [problems, rows, dim] view (or copy) of a (..., rows, dim) array with a contiguous last
+    axis: the leading axes (batch, heads) are flattened into one, a 2-d array is one problem."""
+    mats = arr.reshape((math.prod(arr.shape[:-2]),) + arr.shape[-2:]) if arr.ndim != 3 else arr
+    if arr.shape[-1] > 1 and mats.strides[2] != mats.itemsize:
+        mats = np.ascontiguousarray(mats)
+    return mats
+
+
+def matrices_output(batch_shape: Tuple[int, ...], rows: int, dim: int, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
+    """(a new C-contiguous array of shape batch_shape + (rows, dim), its [problems, rows, dim] view)."""
+    result = empty(tuple(batch_shape) + (rows, dim), np.dtype(dtype))
+    return result, result.reshape(math.prod(batch_shape), rows, dim)
+
+
+def same_dtype(arrays: "dict[str, np.ndarray]", fn: str) -> np.dtype:
+    """The common dtype of several main inputs; a TypeError naming them if they differ (a silent
+    cast could lose precision or hide a bug)."""
+    dtypes = {name: arr.dtype for name, arr in arrays.items()}
+    first = next(iter(dtypes.values()))
+    if any(d != first for d in dtypes.values()):
+        listed = ", ".join(f"{name} {d}" for name, d in dtypes.items())
+        raise TypeError(f"{fn}: inputs must share one dtype, got {listed}; convert them explicitly")
+    return first
 
 
 def like(y: Any, x: np.ndarray, name: str, fn: str) -> np.ndarray:

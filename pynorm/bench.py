@@ -1,13 +1,15 @@
 """Speed of pynorm's kernels beside torch and beside the machine's own limits, in one run.
 
-    python -m pynorm.bench [--ops layer_norm rms_norm dyt] [--threads 2] [--json FILE] [--plot FILE]
+    python -m pynorm.bench [--ops layer_norm rms_norm dyt linear_attention] [--threads 2] [--json FILE] [--plot FILE]
 
 For every case it reports the effective bandwidth (bytes the op must move / time) of pynorm
 and torch, the speedup, and the fraction of the machine's bound measured in the same run:
 a copy of the same bytes (the faster of torch's ``out.copy_(x)`` and NumPy's ``copyto``,
 with the same thread count). A forward moves 2 elements per element (read x, write y): its
 bound is the copy time. A backward moves 3 (read x and dy, write dx): its bound is 1.5
-copies. Times are the best of several repeats; on a shared, noisy machine compare the ratios
+copies. Linear attention is compute-bound: it is rated in GFLOP/s of useful work beside
+NumPy's (BLAS) float32 matmul in the same run, and beside torch formulations of the same
+algorithm (see linear_attention_cases). Times are the best of several repeats; on a shared, noisy machine compare the ratios
 of one run, never absolute numbers across runs. Without torch the torch columns are empty.
 """
 
@@ -200,6 +202,174 @@ def per_call_overhead(threads: int = 2) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# Linear attention
+LA_CHUNK = 64
+
+
+def linear_attention_flops(problems, n, dk, dv, causal, backward):
+    """Useful work of linear attention: the chunked algorithm's multiply-adds x 2, counting only
+    the causal triangle of each 64-row chunk. Per problem of n tokens: forward 4 n dk dv (state
+    update + apply) + n C (dk + dv) (masked chunk); backward 10 n dk dv (dq: update + apply;
+    dk, dv: update + two applies) + 3 n C (dk + dv). Non-causal: 4 n dk dv and 8 n dk dv."""
+    if not causal:
+        return problems * n * (8 if backward else 4) * dk * dv
+    if backward:
+        return problems * n * (10 * dk * dv + 3 * LA_CHUNK * (dk + dv))
+    return problems * n * (4 * dk * dv + LA_CHUNK * (dk + dv))
+
+
+def interleaved_best(fns: List[Callable[[], object]], repeats: int, min_seconds: float = 0.05) -> List[float]:
+    """Best seconds per call of each function, timed in turns (a, b, a, b, ...), so that a
+    noisy spell of the machine hits all of them alike."""
+    inner = []
+    for fn in fns:
+        fn()  # warm up
+        start = time.perf_counter()
+        fn()
+        inner.append(max(1, int(min_seconds / max(time.perf_counter() - start, 1e-7) / repeats)))
+    best = [math.inf] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(inner[i]):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / inner[i])
+    return best
+
+
+def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -> List[dict]:
+    """Linear attention vs torch, float32: causal forward+backward at B=4, H=8, N=2048, D=64
+    against torch's chunked form (chunk 64, batched matmuls, autograd) and its masked quadratic
+    form; non-causal forward (+backward) against q @ (k^T @ v); the trainer's regime
+    (128, 33, 32); per-call overhead; NumPy's 2048^3 float32 matmul as the machine's rate.
+    pynorm and torch are timed in turns. Returns rows {case, seconds, flops, pynorm_seconds}:
+    for a torch row, pynorm_seconds is the time of the pynorm row it is compared with, and
+    "speedup" is seconds / pynorm_seconds."""
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    pynorm.set_num_threads(threads)
+    rows: List[dict] = []
+    rng = np.random.default_rng(0)
+    flops = linear_attention_flops
+    B, H, N, D = 4, 8, 2048, 64
+    q, k, v, dout = ((0.3 * rng.standard_normal((B, H, N, D))).astype(np.float32) for _ in range(4))
+    Bt, Nt, Dt = 128, 33, 32  # the trainer's regime
+    qs, ks, vs, ds = (rng.standard_normal((Bt, Nt, Dt)).astype(np.float32) for _ in range(4))
+    one = np.ones((1, 1, 1), np.float32)
+
+    def la(q, k, v, dout=None, causal=False):
+        def run():
+            pynorm.linear_attention(q, k, v, causal=causal, n_threads=threads)
+            if dout is not None:
+                pynorm.linear_attention_backward(dout, q, k, v, causal=causal, n_threads=threads)
+
+        return run
+
+    # (pynorm case, work, pynorm function, [(torch case, torch function)], slow torch)
+    groups = [
+        (f"pynorm causal fwd+bwd B={B} H={H} N={N} D={D}",
+         flops(B * H, N, D, D, True, False) + flops(B * H, N, D, D, True, True), la(q, k, v, dout, True)),
+        ("pynorm causal fwd", flops(B * H, N, D, D, True, False), la(q, k, v, causal=True)),
+        ("pynorm non-causal fwd", flops(B * H, N, D, D, False, False), la(q, k, v)),
+        ("pynorm non-causal fwd+bwd", flops(B * H, N, D, D, False, False) + flops(B * H, N, D, D, False, True),
+         la(q, k, v, dout)),
+        (f"pynorm non-causal fwd ({Bt}, {Nt}, {Dt})", flops(Bt, Nt, Dt, Dt, False, False), la(qs, ks, vs)),
+        (f"pynorm non-causal fwd+bwd ({Bt}, {Nt}, {Dt})",
+         flops(Bt, Nt, Dt, Dt, False, False) + flops(Bt, Nt, Dt, Dt, False, True), la(qs, ks, vs, ds)),
+        ("pynorm per-call overhead (1 token, D=1)", None, la(one, one, one)),
+    ]  # fmt: skip
+    against = [[] for _ in groups]
+    if torch is not None:
+        tq, tk, tv = (torch.from_numpy(x).requires_grad_() for x in (q, k, v))
+        tqs, tks, tvs = (torch.from_numpy(x).requires_grad_() for x in (qs, ks, vs))
+        tdout, tds, t1 = torch.from_numpy(dout), torch.from_numpy(ds), torch.ones(1, 1, 1)
+        chunk_mask = torch.tril(torch.ones(LA_CHUNK, LA_CHUNK, dtype=torch.bool))
+        full_mask = torch.tril(torch.ones(N, N, dtype=torch.bool))
+
+        def chunked(q, k, v):
+            n_chunks = q.shape[-2] // LA_CHUNK
+            qc, kc, vc = (x.reshape(x.shape[:-2] + (n_chunks, LA_CHUNK, x.shape[-1])) for x in (q, k, v))
+            kv = kc.transpose(-1, -2) @ vc  # every chunk's state
+            states = kv.cumsum(-3) - kv  # the sum of the chunks before
+            scores = (qc @ kc.transpose(-1, -2)).masked_fill(~chunk_mask, 0)
+            return (qc @ states + scores @ vc).reshape(q.shape[:-1] + v.shape[-1:])
+
+        def quadratic(q, k, v):
+            return (q @ k.transpose(-1, -2)).masked_fill(~full_mask, 0) @ v
+
+        def linear(q, k, v):
+            return q @ (k.transpose(-1, -2) @ v)
+
+        def fwd(f, *inputs):
+            def run():
+                with torch.no_grad():
+                    f(*inputs)
+
+            return run
+
+        def fwd_bwd(f, grad, *inputs):
+            def run():
+                for x in inputs:
+                    x.grad = None
+                f(*inputs).backward(grad)
+
+            return run
+
+        with torch.no_grad():
+            assert np.allclose(pynorm.linear_attention(q, k, v, causal=True), chunked(tq, tk, tv).numpy(), atol=1e-3)
+        against = [
+            [("torch chunked (C=64, autograd) fwd+bwd", fwd_bwd(chunked, tdout, tq, tk, tv)),
+             ("torch quadratic masked (autograd) fwd+bwd", fwd_bwd(quadratic, tdout, tq, tk, tv))],
+            [("torch chunked fwd", fwd(chunked, tq, tk, tv))],
+            [("torch q @ (k^T @ v) fwd", fwd(linear, tq, tk, tv))],
+            [("torch q @ (k^T @ v) fwd+bwd (autograd)", fwd_bwd(linear, tdout, tq, tk, tv))],
+            [(f"torch q @ (k^T @ v) fwd ({Bt}, {Nt}, {Dt})", fwd(linear, tqs, tks, tvs))],
+            [(f"torch fwd+bwd (autograd) ({Bt}, {Nt}, {Dt})", fwd_bwd(linear, tds, tqs, tks, tvs))],
+            [("torch per-call overhead (same)", fwd(linear, t1, t1, t1))],
+        ]  # fmt: skip
+    else:
+        progress("torch is not installed: the torch rows are skipped")
+
+    def add(case, seconds, work=None, pynorm_seconds=None):
+        rows.append({"case": case, "seconds": seconds, "flops": work, "pynorm_seconds": pynorm_seconds})
+        progress(format_linear_attention_row(rows[-1]))
+
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=threads)
+    except ImportError:  # NumPy's BLAS then runs with its own thread count
+        limits = None
+    try:
+        a, b = (rng.standard_normal((2048, 2048)).astype(np.float32) for _ in range(2))
+        add("numpy matmul 2048^3 float32", best_time(lambda: a @ b, repeats=repeats), 2 * 2048**3)
+        for (case, work, fn), others in zip(groups, against):
+            # the quadratic form takes seconds a call: its group is timed a few times only
+            slow = any("quadratic" in name for name, _ in others)
+            times = interleaved_best([fn] + [f for _, f in others], max(3, repeats // 2) if slow else repeats,
+                                     0.0 if slow else 0.05)  # fmt: skip
+            add(case, times[0], work)
+            for (name, _), t in zip(others, times[1:]):
+                add(name, t, work, times[0])
+    finally:
+        if limits is not None:
+            limits.unregister()
+    return rows
+
+
+def format_linear_attention_row(row: dict) -> str:
+    seconds = row["seconds"]
+    t = f"{seconds * 1e3:9.3f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:8.1f} us"
+    rate = f"{row['flops'] / seconds / 1e9:9.1f}" if row["flops"] else " " * 9
+    ratio = f"{seconds / row['pynorm_seconds']:10.2f}x" if row["pynorm_seconds"] else ""
+    return f"{row['case']:<48}{t:>12}{rate}{ratio}"
+
+
+LA_HEADER = f"{'linear attention (float32)':<48}{'time':>12}{'GFLOP/s':>9}{'speedup':>11}"
+
+
 HEADER = f"{'op':<11}{'pass':<9}{'shape':<14}{'dtype':<8}{'pynorm GB/s':>12}{'torch GB/s':>11}{'speedup':>9}{'of bound':>9}"
 
 
@@ -251,23 +421,31 @@ def plot(results: List[Result], path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pynorm bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", nargs="+", default=["layer_norm", "rms_norm", "dyt"])
+    parser.add_argument("--ops", nargs="+", default=["layer_norm", "rms_norm", "dyt", "linear_attention"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the results as JSON to this file")
     parser.add_argument("--plot", help="draw a bar chart to this PNG file")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
     args = parser.parse_args(argv)
     print(f"pynorm {pynorm.__version__}, SIMD {pynorm.simd_level()}, {args.threads} threads")
-    print(HEADER)
-    results = run(args.ops, threads=args.threads)
+    norm_ops = [op for op in args.ops if op != "linear_attention"]
+    results = []
+    if norm_ops:
+        print(HEADER)
+        results = run(norm_ops, threads=args.threads)
+    la_rows = []
+    if "linear_attention" in args.ops:
+        print(LA_HEADER)
+        la_rows = linear_attention_cases(args.threads)
     overhead = per_call_overhead(args.threads)
     print("per-call overhead (1 x 32 row): " + ", ".join(f"{k} = {v * 1e6:.2f} us" for k, v in overhead.items()))
     if args.markdown:
         print(markdown_table(results))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": pynorm.config(), "results": [r.row() for r in results], "overhead": overhead}, f, indent=1)
-    if args.plot:
+            json.dump({"config": pynorm.config(), "results": [r.row() for r in results], "overhead": overhead,
+                       "linear_attention": la_rows}, f, indent=1)  # fmt: skip
+    if args.plot and results:
         plot(results, args.plot)
     return 0
 

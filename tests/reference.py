@@ -73,3 +73,19 @@ def dyt(x, alpha, weight, bias, dy):
         y = y + bt
     dx, da, dw, db = grads(y, dy, xt, at, wt, bt)
     return y.detach().numpy(), dx, da, dw, db
+
+
+def linear_attention(q, k, v, dout, causal, normalize, eps=1e-6, scale=1.0):
+    """Linear attention by its quadratic definition -- scores = scale q k^T, masked to j <= i
+    when causal, times v, divided by the masked row sums + eps when normalising -- and its
+    gradients; returns (out, dq, dk, dv)."""
+    qt, kt, vt = to_torch(q), to_torch(k), to_torch(v)
+    scores = scale * (qt @ kt.transpose(-1, -2))
+    if causal:
+        n = scores.shape[-1]
+        scores = scores * torch.tril(torch.ones(n, n, dtype=torch.float64))
+    out = scores @ vt
+    if normalize:
+        out = out / (scores.sum(-1, keepdim=True) + eps)
+    dq, dk, dv = grads(out, dout, qt, kt, vt)
+    return out.detach().numpy(), dq, dk, dv

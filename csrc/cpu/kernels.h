@@ -1,6 +1,7 @@
 // The kernel templates each per-ISA copy defines; table.cpp instantiates them per dtype.
 #pragma once
 #include "pynorm/dyt.h"
+#include "pynorm/linear_attention.h"
 #include "pynorm/norm.h"
 #include "simd.h"
 
@@ -11,6 +12,8 @@ template <class T> void norm_forward(const NormForwardArgs&);
 template <class T> void norm_backward(const NormBackwardArgs&);
 template <class T> void dyt_forward(const DytForwardArgs&);
 template <class T> void dyt_backward(const DytBackwardArgs&);
+template <class T> void linear_attention_forward(const LinearAttentionForwardArgs&);
+template <class T> void linear_attention_backward(const LinearAttentionBackwardArgs&);
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

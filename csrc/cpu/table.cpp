@@ -17,6 +17,8 @@ const KernelTable& kernel_table() {
       PYNORM_PER_DTYPE(norm_backward),
       PYNORM_PER_DTYPE(dyt_forward),
       PYNORM_PER_DTYPE(dyt_backward),
+      PYNORM_PER_DTYPE(linear_attention_forward),
+      PYNORM_PER_DTYPE(linear_attention_backward),
   };
   return table;
 }

@@ -34,6 +34,24 @@ inline Rows rows_of(const py::array& a, DType dtype, const char* name) {
   return {const_cast<void*>(a.data()), a.shape(0), a.shape(1), a.strides(0) / size};
 }
 
+// A [problems, rows, cols] batch of matrices whose last axis is contiguous.
+struct Matrices {
+  void* data;
+  int64_t problems, rows, cols;
+  int64_t problem_stride, row_stride;  // in elements
+};
+
+inline Matrices matrices_of(const py::array& a, DType dtype, const char* name) {
+  const int64_t size = itemsize(dtype);
+  if (a.ndim() != 3) throw py::value_error(std::string("pynorm._core: ") + name + " must be 3-d");
+  if (a.itemsize() != size) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong itemsize");
+  if (a.size() > 0 && a.shape(2) > 1 && a.strides(2) != size)  // (NumPy gives empty arrays 0 strides)
+    throw py::value_error(std::string("pynorm._core: ") + name + " must be contiguous along its last axis");
+  if (a.strides(0) % size != 0 || a.strides(1) % size != 0)
+    throw py::value_error(std::string("pynorm._core: ") + name + " has a misaligned stride");
+  return {const_cast<void*>(a.data()), a.shape(0), a.shape(1), a.shape(2), a.strides(0) / size, a.strides(1) / size};
+}
+
 inline void require_writable_contiguous(const py::array& a, const char* name) {
   if (!a.writeable() || !(a.flags() & py::array::c_style))
     throw py::value_error(std::string("pynorm._core: ") + name + " must be a writable C-contiguous array");

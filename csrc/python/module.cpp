@@ -10,6 +10,7 @@
 namespace pynorm {
 void register_norm(py::module_& m);
 void register_dyt(py::module_& m);
+void register_linear_attention(py::module_& m);
 }  // namespace pynorm
 
 PYBIND11_MODULE(_core, m) {
@@ -32,4 +33,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("omp_max_threads", [] { return omp_get_max_threads(); });
   pynorm::register_norm(m);
   pynorm::register_dyt(m);
+  pynorm::register_linear_attention(m);
 }

@@ -1,6 +1,7 @@
 """The functional API: one module per op, each with its forward and *_backward."""
 
 from .dyt import dyt, dyt_backward
+from .linear_attention import linear_attention, linear_attention_backward
 from .norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 
 __all__ = [
@@ -8,6 +9,8 @@ __all__ = [
     "dyt_backward",
     "layer_norm",
     "layer_norm_backward",
+    "linear_attention",
+    "linear_attention_backward",
     "rms_norm",
     "rms_norm_backward",
 ]

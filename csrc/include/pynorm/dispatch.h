@@ -5,6 +5,7 @@
 
 #include "pynorm/common.h"
 #include "pynorm/dyt.h"
+#include "pynorm/linear_attention.h"
 #include "pynorm/norm.h"
 
 namespace pynorm {
@@ -15,6 +16,8 @@ struct KernelTable {
   void (*norm_backward[kNumDTypes])(const NormBackwardArgs&);
   void (*dyt_forward[kNumDTypes])(const DytForwardArgs&);
   void (*dyt_backward[kNumDTypes])(const DytBackwardArgs&);
+  void (*linear_attention_forward[kNumDTypes])(const LinearAttentionForwardArgs&);
+  void (*linear_attention_backward[kNumDTypes])(const LinearAttentionBackwardArgs&);
 };
 
 // The table in use (the best the CPU supports, unless set_simd_level chose a lower one).

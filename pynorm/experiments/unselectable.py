@@ -1,0 +1,354 @@
+"""P2's unselectable keys: random key sets before and after LayerNorm, and tiny language models.
+
+A key is *unselectable* when no query can give it the strictly highest attention score,
+i.e. it lies inside the convex hull of the other keys. LN's scaling step puts every key on a
+sphere, where no key is inside the hull of others, so after LN every key is selectable.
+
+Part 1 (P2 Fig. 1c/d, Tables 1-2): for keys ~ N(0, I_d), n keys, the fraction of runs
+with at least one unselectable key, before and after LN (no affine), on a grid of (d, n).
+Part 2 (P2 Sec. 5): tiny causal language models (d = 8, 4 layers, 4 heads) trained with LN
+("scaling") and with projection-only norms ("no_scaling"); the fraction of the keys fed to
+each layer's attention that are unselectable (and, in the LN model, of the LN inputs).
+
+Choices the paper leaves open (made here, and why):
+
+* The decision is P2's LP (see :mod:`pynorm.experiments._selectable`): HiGHS via
+  ``scipy.optimize.linprog``, unselectable iff r* < 1e-7, no lower bound on r. Keys that an
+  explicit query provably selects (q = k_i, or k_i - mean refined by perceptron steps,
+  checked exactly with a margin) skip the LP: the witness can only prove selectability, so
+  every "unselectable" verdict is the LP's. ``verify_runs`` runs per cell also put every
+  key through the LP; disagreements are counted (``certificate_lp_disagreements``, must be 0).
+* Part 1 stops at the first unselectable key of a run (keys tried from the smallest norm
+  up): the quantity is "at least one". After LN: ``sqrt(d) (k - mean) / ||k - mean||``.
+* Metrics ``fraction_before[d][n]`` / ``fraction_after[d][n]`` use int keys d and n.
+* Language models: character level on a corpus the project makes offline -- the docstrings
+  of a fixed list of Python standard-library modules (lower-cased, letters and . , '
+  newline space, 31 symbols; ~230k characters). It depends a little on the Python version
+  (docstrings change), not on any download. Context 128 and batch 32 (quick: 64 and 16),
+  Adam lr 3e-3 with 10% warm-up and cosine decay to 0.1x, float32; 90/10 train/held-out
+  split. :class:`pynorm.nn.TinyGPT`: tied N(0,1) token embedding, learned positions, GELU FFN of width 32, final norm; every norm in the model
+  is the variant's: "scaling" = LayerNorm (projection + scaling, with affine),
+  "no_scaling" = projection only (x - mean, with affine) -- P2's "without scaling".
+* "Keys" of layer l are the d = 8 vectors that enter the attention (the norm1 outputs):
+  an affine bijection (W_K of full rank, LN's gamma/beta) maps hull vertices to hull
+  vertices, so selectability in the 8-d input space is what scaling guarantees. Per-head
+  2-d keys (head_dim = 2) are a different question and are not measured. Each key set is
+  one full context window of held-out text (causal masking ignored: the set is the whole
+  window, as the last query sees it); the fraction is over all keys of ``lm_eval_windows``
+  windows. The size of the set matters a lot (in 8-d, few of 32 points are inside the hull of
+  the others, many of 1024 are); P2's GPT-2 context is not stated (GPT-2's default is 1024),
+  so the percentages are comparable in pattern only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import pathlib
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ._common import capture_norms, progress_bar, pyplot, single_threaded_blas
+from ._selectable import layer_norm_rows, unselectable_mask
+
+NAME = "unselectable"
+PAPER = "Brody, Alon & Yahav, On the Expressivity Role of LayerNorm in Transformers' Attention, Findings ACL 2023"
+
+PAPER_PER_LAYER = {"no_scaling": [51.0, 32.2, 34.7, 36.8], "scaling": [0.0, 0.0, 0.0, 0.0],
+                   "scaling_ln_inputs": [44.8, 28.5, 22.3, 26.1]}
+PAPER_CHECKS = {(5, 60): 1.0, (8, 60): 0.85, (10, 60): 0.3, (12, 60): 0.0}
+LM_VARIANTS = {"scaling": "layernorm", "no_scaling": "projection"}
+
+CORPUS_MODULES = ("collections", "functools", "itertools", "json", "string", "textwrap", "heapq", "bisect",
+                  "random", "statistics", "fractions", "decimal", "datetime", "pathlib", "argparse", "logging",
+                  "email.message", "http.client", "unittest.case", "typing", "dataclasses", "enum", "inspect",
+                  "pickle", "csv", "difflib", "shutil", "subprocess", "threading", "os")
+
+
+@dataclass
+class Config:
+    """Settings (``full()`` = the paper's grid and runs)."""
+
+    dims: Tuple[int, ...] = tuple(range(3, 16))
+    ns: Tuple[int, ...] = tuple(range(3, 61))
+    runs: int = 100
+    verify_runs: int = 2
+    verify_ns: Optional[Tuple[int, ...]] = None  # cells (any d) where verify_runs apply; None: all
+    seeds: Tuple[int, ...] = (0, 1, 2)  # language models: one per seed and variant
+    lm: bool = True
+    lm_steps: int = 5000
+    lm_batch: int = 32
+    lm_context: int = 128
+    lm_lr: float = 3e-3
+    lm_eval_windows: int = 50
+    dtype: str = "float32"
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls()
+
+    @classmethod
+    def quick(cls) -> "Config":
+        return cls(dims=(3, 5, 7, 8, 10, 12, 15), ns=(5, 10, 20, 30, 45, 60), runs=20, verify_runs=1,
+                   verify_ns=(20,), seeds=(0,), lm_steps=400, lm_batch=16, lm_context=64, lm_eval_windows=4)
+
+
+# -- random keys ---------------------------------------------------------------------------
+def random_key_fractions(cfg: Config, bar) -> Dict[str, Any]:
+    before = {d: {} for d in cfg.dims}
+    after = {d: {} for d in cfg.dims}
+    lps = disagreements = 0
+    for d in cfg.dims:
+        for n in cfg.ns:
+            rng = np.random.default_rng([d, n])
+            hits_before = hits_after = 0
+            for run in range(cfg.runs):
+                keys = rng.standard_normal((n, d))
+                verify = run < cfg.verify_runs and (cfg.verify_ns is None or n in cfg.verify_ns)
+                mask, used, dis = unselectable_mask(keys, first_only=not verify, verify=verify)
+                hits_before += bool(mask.any())
+                lps, disagreements = lps + used, disagreements + dis
+                mask, used, dis = unselectable_mask(layer_norm_rows(keys), first_only=not verify, verify=verify)
+                hits_after += bool(mask.any())
+                lps, disagreements = lps + used, disagreements + dis
+            before[d][n] = hits_before / cfg.runs
+            after[d][n] = hits_after / cfg.runs
+            bar.update(1)
+    return {"fraction_before": before, "fraction_after": after, "lps_solved": lps,
+            "certificate_lp_disagreements": disagreements}
+
+
+# -- language models -----------------------------------------------------------------------
+def stdlib_corpus() -> str:
+    """The project's offline corpus: docstrings of CORPUS_MODULES, lower-cased and reduced
+    to letters, ``.``, ``,``, ``'``, newline and space."""
+    with warnings.catch_warnings():  # some modules warn on attribute access (typing.io, ...)
+        warnings.simplefilter("ignore")
+        return _stdlib_corpus()
+
+
+def _stdlib_corpus() -> str:
+    parts: List[str] = []
+    for name in CORPUS_MODULES:
+        module = importlib.import_module(name)
+        parts.append(inspect.getdoc(module) or "")
+        for key, value in sorted(vars(module).items()):
+            if key.startswith("_") or not (inspect.isfunction(value) or inspect.isclass(value)):
+                continue
+            if getattr(value, "__module__", None) != module.__name__:
+                continue
+            parts.append(inspect.getdoc(value) or "")
+            if inspect.isclass(value):
+                parts.extend(inspect.getdoc(v) or "" for k, v in sorted(vars(value).items())
+                             if not k.startswith("_") and inspect.isfunction(v))
+    text = "\n".join(parts).lower()
+    text = re.sub(r"[^a-z.,'\n ]", " ", text)
+    return re.sub(r" +", " ", text)
+
+
+def _encode(text: str) -> Tuple[np.ndarray, List[str]]:
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    return np.array([index[c] for c in text], dtype=np.int64), chars
+
+
+def train_lm(ids: np.ndarray, vocab: int, norm: str, seed: int, cfg: Config, bar) -> Tuple[Any, List[float], float]:
+    """Trains a TinyGPT on the first 90% of ``ids``; returns (model, train losses, held-out loss)."""
+    from pynorm.nn import CrossEntropyLoss, TinyGPT
+    from pynorm.nn.optim import Adam, make_schedule
+
+    split = int(0.9 * len(ids))
+    train, held_out = ids[:split], ids[split:]
+    rng = np.random.default_rng([seed, 1])
+    model = TinyGPT(vocab, 8, 4, 4, cfg.lm_context, norm=norm, dtype=cfg.dtype, rng=np.random.default_rng([seed, 0]))
+    schedule = make_schedule("cosine", cfg.lm_steps, max(1, cfg.lm_steps // 10), 0.1)
+    optimizer = Adam(model, cfg.lm_lr, schedule=schedule)
+    loss_fn = CrossEntropyLoss()
+    window = cfg.lm_context + 1
+    losses = []
+    for step in range(cfg.lm_steps):
+        starts = rng.integers(0, len(train) - window, cfg.lm_batch)
+        batch = train[starts[:, None] + np.arange(window)]
+        logits = model(batch[:, :-1])
+        losses.append(loss_fn(logits, batch[:, 1:]))
+        model.zero_grad()
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        bar.update(1)
+    windows = _held_out_windows(held_out, cfg.lm_context + 1, 64)
+    model.train(False)
+    held = loss_fn(model(windows[:, :-1]), windows[:, 1:])
+    model.train(True)
+    return model, losses, held
+
+
+def _held_out_windows(ids: np.ndarray, window: int, count: int) -> np.ndarray:
+    starts = np.linspace(0, len(ids) - window - 1, count).astype(int)
+    return ids[starts[:, None] + np.arange(window)]
+
+
+def lm_unselectable(model, windows: np.ndarray, bar) -> Dict[str, List[float]]:
+    """Percent of unselectable keys per layer: the norm1 outputs (the attention's inputs)
+    and, for every model, the norm1 inputs, over all key sets (one per window)."""
+    from pynorm.nn.norms import LayerNorm
+
+    model.train(False)
+    names = [f"h{i}.norm1" for i in range(len(model.blocks))]
+    with capture_norms(model, (LayerNorm,)) as log:
+        model(windows)
+    model.train(True)
+    records = {name: recs[0] for name, recs in log if name in names}
+    result: Dict[str, List[float]] = {"keys": [], "ln_inputs": []}
+    for name in names:
+        x, y = (a.astype(np.float64) for a in records[name])
+        for which, values in (("keys", y), ("ln_inputs", x)):
+            bad = total = 0
+            for keys in values:
+                mask, _, _ = unselectable_mask(keys)
+                bad, total = bad + int(mask.sum()), total + len(keys)
+            result[which].append(100.0 * bad / total)
+            bar.update(1)
+    return result
+
+
+def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, Any]:
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with progress_bar(progress, len(cfg.dims) * len(cfg.ns), "unselectable: random keys") as bar:
+        metrics: Dict[str, Any] = random_key_fractions(cfg, bar)
+    metrics["random_keys_seconds"] = time.perf_counter() - started
+    figures = [_plot_heatmaps(cfg, metrics, out_dir)]
+
+    if cfg.lm:
+        lm_started = time.perf_counter()
+        ids, chars = _encode(stdlib_corpus())
+        windows = _held_out_windows(ids[int(0.9 * len(ids)):], cfg.lm_context, cfg.lm_eval_windows)
+        per_layer: Dict[str, List[List[float]]] = {"no_scaling": [], "scaling": [], "scaling_ln_inputs": []}
+        lm_loss: Dict[str, Dict[str, List[float]]] = {}
+        curves: Dict[str, List[List[float]]] = {}
+        total = len(cfg.seeds) * len(LM_VARIANTS) * (cfg.lm_steps + 8)
+        with single_threaded_blas(), progress_bar(progress, total, "unselectable: tiny GPTs") as bar:
+            for variant, norm in LM_VARIANTS.items():
+                for seed in cfg.seeds:
+                    model, losses, held = train_lm(ids, len(chars), norm, seed, cfg, bar)
+                    found = lm_unselectable(model, windows, bar)
+                    per_layer[variant].append(found["keys"])
+                    if variant == "scaling":
+                        per_layer["scaling_ln_inputs"].append(found["ln_inputs"])
+                    tail = max(1, len(losses) // 10)
+                    entry = lm_loss.setdefault(variant, {"train": [], "held_out": []})
+                    entry["train"].append(float(np.mean(losses[-tail:])))
+                    entry["held_out"].append(float(held))
+                    curves.setdefault(variant, []).append(losses)
+        metrics["unselectable_per_layer"] = {k: [float(np.mean(col)) for col in zip(*v)] for k, v in per_layer.items()}
+        metrics["unselectable_per_layer_runs"] = per_layer
+        metrics["lm_loss"] = {k: {s: float(np.mean(v)) for s, v in e.items()} for k, e in lm_loss.items()}
+        metrics["lm_corpus_chars"] = int(len(ids))
+        metrics["lm_vocab"] = len(chars)
+        metrics["lm_seconds"] = time.perf_counter() - lm_started
+        figures.append(_plot_layers(metrics, out_dir))
+        figures.append(_plot_lm_loss(curves, out_dir))
+    metrics["wall_seconds"] = time.perf_counter() - started
+    return {"metrics": metrics, "comparisons": _comparisons(cfg, metrics), "figures": figures}
+
+
+def _comparisons(cfg: Config, metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
+    before, after = metrics["fraction_before"], metrics["fraction_after"]
+    max_after = max(v for row in after.values() for v in row.values())
+    out = [{"name": "random keys after LN: runs with an unselectable key", "ours": f"max over grid {max_after:.2f}",
+            "paper": "0 everywhere", "verdict": "reproduced" if max_after == 0 else "not reproduced",
+            "note": f"{metrics['lps_solved']} LPs solved; witness/LP disagreements: "
+                    f"{metrics['certificate_lp_disagreements']}"}]
+    checks = [(d, n, p) for (d, n), p in PAPER_CHECKS.items() if d in before and n in before[d]]
+    if checks:
+        ours = ", ".join(f"d={d},n={n}: {before[d][n]:.2f}" for d, n, _ in checks)
+        paper = ", ".join(f"d={d},n={n}: {p:.2f}" for d, n, p in checks)
+        # binomial noise of a fraction over cfg.runs runs, plus a margin for the paper's own noise
+        worst = max(abs(before[d][n] - p) - 2.5 * math.sqrt(max(p * (1 - p), 0.02) / cfg.runs) for d, n, p in checks)
+        out.append({"name": "random keys before LN: runs with an unselectable key", "ours": ours, "paper": paper,
+                    "verdict": "reproduced" if worst <= 0.05 else ("partial" if worst <= 0.2 else "not reproduced"),
+                    "note": f"{cfg.runs} runs per cell (binomial noise allowed)"})
+    if "unselectable_per_layer" in metrics:
+        layers = metrics["unselectable_per_layer"]
+        fmt = lambda v: " / ".join(f"{x:.1f}" for x in v)  # noqa: E731
+        ns, s = layers["no_scaling"], layers["scaling"]
+        out.append({"name": "tiny GPTs: unselectable keys per layer (%), without vs with scaling",
+                    "ours": f"without {fmt(ns)}; with {fmt(s)}; LN inputs (with) {fmt(layers['scaling_ln_inputs'])}",
+                    "paper": "without 51.0 / 32.2 / 34.7 / 36.8; with 0; LN inputs 44.8 / 28.5 / 22.3 / 26.1",
+                    "verdict": "reproduced" if max(s) == 0 and min(ns) > 5 else
+                    ("partial" if max(s) == 0 else "not reproduced"),
+                    "note": f"char-level LM on stdlib docstrings, d=8, {cfg.lm_steps} steps, "
+                            f"{len(cfg.seeds)} seed(s), {cfg.lm_eval_windows} windows of {cfg.lm_context} keys; "
+                            "the paper's percentages come from GPT-2 on Wikipedia, only the pattern is comparable"})
+        loss = metrics["lm_loss"]
+        out.append({"name": "tiny GPTs: training loss with vs without scaling",
+                    "ours": f"with {loss['scaling']['train']:.3f} vs without {loss['no_scaling']['train']:.3f} "
+                            f"(held-out {loss['scaling']['held_out']:.3f} vs {loss['no_scaling']['held_out']:.3f})",
+                    "paper": "~7.28 vs ~7.33 (Wikipedia, 50k steps)", "verdict": "n/a",
+                    "note": "different corpus and tokenizer: losses are not comparable in value"})
+    return out
+
+
+def _plot_heatmaps(cfg: Config, metrics: Dict[str, Any], out_dir: pathlib.Path) -> str:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, key, title in ((axes[0], "fraction_before", "before LN"), (axes[1], "fraction_after", "after LN")):
+        grid = np.array([[metrics[key][d][n] for n in cfg.ns] for d in cfg.dims])
+        im = ax.imshow(grid, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
+                       extent=(cfg.ns[0] - 0.5, cfg.ns[-1] + 0.5, -0.5, len(cfg.dims) - 0.5), interpolation="nearest")
+        ax.set_yticks(range(len(cfg.dims)), [str(d) for d in cfg.dims])
+        ax.set_xlabel("number of keys n")
+        ax.set_title(f"runs with >= 1 unselectable key, {title}")
+    axes[0].set_ylabel("dimension d")
+    fig.colorbar(im, ax=axes, fraction=0.03)
+    name = "unselectable_heatmaps.png"
+    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def _plot_layers(metrics: Dict[str, Any], out_dir: pathlib.Path) -> str:
+    plt = pyplot()
+    layers = metrics["unselectable_per_layer"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    x = np.arange(len(layers["no_scaling"]))
+    for ax, data, title in ((axes[0], layers, "this project (tiny char GPT)"),
+                            (axes[1], PAPER_PER_LAYER, "paper (GPT-2 d=8, Wikipedia)")):
+        for i, (key, label) in enumerate((("no_scaling", "keys, without scaling"), ("scaling", "keys, with scaling"),
+                                          ("scaling_ln_inputs", "LN inputs, with scaling"))):
+            ax.bar(x + (i - 1) * 0.27, data[key], 0.27, label=label, color=f"C{i}")
+        ax.set_xticks(x, [f"L{i + 1}" for i in x])
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("% unselectable keys")
+    axes[0].legend()
+    name = "unselectable_per_layer.png"
+    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def _plot_lm_loss(curves: Dict[str, List[List[float]]], out_dir: pathlib.Path) -> str:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (variant, runs) in enumerate(curves.items()):
+        mean = np.mean(runs, axis=0)
+        k = max(1, len(mean) // 50)
+        smooth = np.convolve(mean, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(len(smooth)) + k, smooth, color=f"C{i}", label=variant)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats/char)")
+    ax.set_title("Tiny char GPTs (d=8, 4 layers, 4 heads)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    name = "unselectable_lm_loss.png"
+    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return name
