@@ -429,3 +429,112 @@ def test_cupy_in_cupy_out(rng, dtype_name):
     cpu = pynorm.layer_norm_backward(xn, xn, wn, wn)
     assert_close(cupy.asnumpy(dw), cpu[1], dtype_name, "dweight")
     assert_close(cupy.asnumpy(yd), pynorm.dyt(xn, 0.5, wn), dtype_name, "dyt")
+
+
+# ------------------------------------------------------------------------------------------
+# Linear attention
+# ------------------------------------------------------------------------------------------
+
+
+def _chunked_scan(a, b, c, mask, normalize=False, scale=1.0, eps=0.0, chunk=8, tile=3):
+    """NumPy twin of csrc/cuda/linear_attention.cu's scan (same chunks, tiles, masks and
+    augmented columns): out_i = scale * sum_{j in mask(i)} (a_i . b_j) c_j, with c's extra
+    column of ones giving the denominator when normalising. Returns (out, den + eps)."""
+    n, da = a.shape
+    dc = c.shape[1]
+    c_full = np.concatenate([c, np.ones((n, 1))], 1) if normalize else c
+    out, den = np.zeros((n, dc)), np.zeros(n)
+    chunks = range((n + chunk - 1) // chunk)
+    for col0 in range(0, dc, tile):
+        tv = min(tile, dc - col0)
+        cols = list(range(col0, col0 + tv)) + ([dc] if normalize else [])
+        state = np.zeros((da, len(cols)))
+        if mask == 0:  # phase 1: the state over every token
+            for ch in chunks:
+                rows = slice(ch * chunk, (ch + 1) * chunk)
+                state += b[rows].T @ c_full[rows][:, cols]
+        for ch in chunks if mask != 2 else reversed(chunks):
+            rows = slice(ch * chunk, (ch + 1) * chunk)
+            o = a[rows] @ state
+            if mask:
+                m = len(a[rows])
+                keep = np.tril(np.ones((m, m))) if mask == 1 else np.triu(np.ones((m, m)))
+                o = o + ((a[rows] @ b[rows].T) * keep) @ c_full[rows][:, cols]
+                state += b[rows].T @ c_full[rows][:, cols]
+            o = scale * o
+            out[rows, col0 : col0 + tv] = o[:, :tv] / (o[:, tv:] + eps) if normalize else o[:, :tv]
+            if normalize:
+                den[rows] = o[:, tv] + eps
+    return out, den
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("n", [1, 13, 40])
+def test_linear_attention_kernel_algorithm(rng, causal, normalize, n):
+    """The CUDA kernel's pass structure, run in NumPy (float64): forward a = q, b = k, c = [v, 1];
+    dq: a = [g, h], b = [v, 1], c = k; dk: a = [v, 1], b = [g, h], c = q (reverse); dv: a = k,
+    b = q, c = g (reverse); g = dout / den, h = -(dout . out) / den. Checks the algorithm on any
+    machine; test_linear_attention_matches_torch_cuda_and_cpu checks the kernel itself."""
+    import reference
+
+    dk, dv, scale, eps = 5, 7, 0.7, 1e-3
+    q, k = rng.random((n, dk)) + 0.1, rng.random((n, dk)) + 0.1
+    v, dout = rng.standard_normal((n, dv)), rng.standard_normal((n, dv))
+    fwd, rev = (1, 2) if causal else (0, 0)
+    out, den = _chunked_scan(q, k, v, fwd, normalize, scale, eps)
+    ones = np.ones((n, 1))
+    if normalize:
+        g = dout / den[:, None]
+        h = -(dout * out).sum(1, keepdims=True) / den[:, None]
+        g_h, v_1 = np.concatenate([g, h], 1), np.concatenate([v, ones], 1)
+    else:
+        g = g_h = dout
+        v_1 = v
+    dq = _chunked_scan(g_h, v_1, k, fwd, scale=scale)[0]
+    dk_ = _chunked_scan(v_1, g_h, q, rev, scale=scale)[0]
+    dv_ = _chunked_scan(k, q, g, rev, scale=scale)[0]
+    ref = reference.linear_attention(q, k, v, dout, causal, normalize, eps, scale)
+    for got, want, what in zip((out, dq, dk_, dv_), ref, ("out", "dq", "dk", "dv")):
+        assert_close(got, want, "float64", what)
+
+
+LA_SHAPES = [(1, 3, 2), (5, 4, 4), (17, 8, 3), (64, 16, 16), (2, 70, 9), (2, 3, 129, 32), (4, 1000, 64),
+             (2, 300, 128), (1, 200, 256)]  # fmt: skip
+
+
+@needs_torch_cuda
+@pytest.mark.parametrize("shape", LA_SHAPES, ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("dtype_name", DTYPES)
+def test_linear_attention_matches_torch_cuda_and_cpu(rng, shape, causal, normalize, dtype_name):
+    dtype = np_dtype(dtype_name)
+    *lead, n, d = shape
+    dk, dv = d, max(1, d - (d > 8))  # Dv != Dk where it can be
+    q = (rng.random((*lead, n, dk)) + 0.05).astype(dtype)  # positive features: den > 0
+    k = (rng.random((*lead, n, dk)) + 0.05).astype(dtype)
+    v, dout = (rng.standard_normal((*lead, n, dv)).astype(dtype) for _ in range(2))
+    scale = 1.0 / dk
+    qg, kg, vg, doutg = map(to_cuda, (q, k, v, dout))
+    out = pynorm.linear_attention(qg, kg, vg, causal=causal, normalize=normalize, scale=scale)
+    dq, dk_, dv_ = pynorm.linear_attention_backward(doutg, qg, kg, vg, causal=causal, normalize=normalize, scale=scale)
+    assert out.is_cuda and out.dtype == qg.dtype and out.shape == vg.shape
+    # torch CUDA autograd, float64, quadratic definition
+    qt, kt, vt = leaf(qg), leaf(kg), leaf(vg)
+    scores = scale * qt @ kt.transpose(-1, -2)
+    if causal:
+        scores = scores * torch.ones(n, n, device="cuda", dtype=torch.float64).tril()
+    ref = scores @ vt
+    if normalize:
+        ref = ref / (scores.sum(-1, keepdim=True) + 1e-6)
+    ref_grads = torch_grads(ref, doutg.double(), qt, kt, vt)
+    # sums over up to n * d products of O(1) terms: judge against the size of the terms
+    terms = float(scale * n * dk) if not normalize else None
+    check(out, ref.detach(), dtype_name, "out", scale=terms)
+    for got, want, what in zip((dq, dk_, dv_), ref_grads, ("dq", "dk", "dv")):
+        check(got, want, dtype_name, what, scale=terms * float(doutg.double().abs().max()) if terms else None)
+    cpu_out = pynorm.linear_attention(q, k, v, causal=causal, normalize=normalize, scale=scale)
+    check(out, cpu_out, dtype_name, "out vs CPU", scale=terms)
+    again = pynorm.linear_attention_backward(doutg, qg, kg, vg, causal=causal, normalize=normalize, scale=scale)
+    assert all(torch.equal(a, b) for a, b in zip((dq, dk_, dv_), again))  # same bits every run

@@ -4,6 +4,7 @@
 // (pynorm/*.h); their `threads` field is ignored here. Pointers are device pointers.
 #pragma once
 #include "pynorm/dyt.h"
+#include "pynorm/linear_attention.h"
 #include "pynorm/norm.h"
 
 namespace pynorm {
@@ -13,6 +14,8 @@ const char* norm_forward(const NormForwardArgs& a, DType dtype, void* stream);
 const char* norm_backward(const NormBackwardArgs& a, DType dtype, void* stream);
 const char* dyt_forward(const DytForwardArgs& a, DType dtype, void* stream);
 const char* dyt_backward(const DytBackwardArgs& a, DType dtype, void* stream);
+const char* linear_attention_forward(const LinearAttentionForwardArgs& a, DType dtype, void* stream);
+const char* linear_attention_backward(const LinearAttentionBackwardArgs& a, DType dtype, void* stream);
 
 // Runtime state (csrc/cuda/runtime.cu). available() checks once that a device can be used and
 // otherwise gives the reason ("no CUDA-capable device is detected", a driver too old, ...).

@@ -6,6 +6,7 @@
 namespace pynorm {
 void register_cuda_norm(py::module_& m);
 void register_cuda_dyt(py::module_& m);
+void register_cuda_linear_attention(py::module_& m);
 }  // namespace pynorm
 
 PYBIND11_MODULE(_cuda, m) {
@@ -24,4 +25,5 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("device_count", &pynorm::cuda::device_count);
   pynorm::register_cuda_norm(m);
   pynorm::register_cuda_dyt(m);
+  pynorm::register_cuda_linear_attention(m);
 }
