@@ -287,9 +287,9 @@ def test_norm_matches_torch_cuda_and_cpu(rng, shape, affine, variant, dtype_name
     dx, dweight, dbias = pynorm.layer_norm_backward(dyg, xg, wg, bg, center=center, scale=scale, mean=mean, rstd=rstd)
     assert y.is_cuda and y.dtype == xg.dtype and y.shape == xg.shape and dx.dtype == xg.dtype
     assert (dweight is None) == (weight is None) and (dbias is None) == (bias is None)
-    # recomputed statistics give the same bits as saved ones
+    # statistics recomputed from x (not saved) give the same dx
     again = pynorm.layer_norm_backward(dyg, xg, wg, bg, center=center, scale=scale)
-    assert torch.equal(again[0], dx)
+    check(again[0], dx, dtype_name, "dx (recomputed statistics)")
     # against torch CUDA autograd in float64 (on the same values)
     ref = reference_norm(xg, dyg, wg, bg, 1e-5, center, scale)
     g = dyg.double().abs() * (wg.double().abs() if wg is not None else 1)
