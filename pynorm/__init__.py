@@ -1,12 +1,17 @@
 """pynorm: fast, tested normalization and linear-attention kernels for NumPy.
 
 The functions work on the last axis of array-likes (NumPy arrays, torch CPU tensors, lists)
-and return NumPy arrays of the input's dtype; every op has a ``*_backward``. See the README
-for the conventions, and ``pynorm.show_config()`` for what this build runs on.
+and return NumPy arrays of the input's dtype; every op has a ``*_backward``. GPU arrays (CuPy
+arrays, torch CUDA tensors, anything with ``__cuda_array_interface__`` / a CUDA ``__dlpack__``)
+run on the CUDA kernels of ``pynorm._cuda``, on the array's device and the caller's current
+stream, and come back in the caller's library. See the README for the conventions, and
+``pynorm.show_config()`` for what this build runs on (``config()["cuda"]`` says whether CUDA
+was built and, if it cannot run, why).
 """
 
 from __future__ import annotations
 
+from ._array import cuda_config as _cuda_config
 from ._core_loader import core as _load_core
 from .ops import (
     dyt,
@@ -67,7 +72,7 @@ def config() -> dict:
         "simd_levels_supported": list(core.supported_simd_levels()),
         "openmp": f"OpenMP {core.openmp_version}",
         "threads": core.get_num_threads(),
-        "cuda": "not built (no CUDA kernels in this build)",
+        "cuda": _cuda_config(),
     }
 
 

@@ -14,10 +14,19 @@ Conventions (the same for every op):
 * Outputs are new C-contiguous NumPy arrays of x's dtype and shape (or ``out=``).
 * Ops on batches of matrices (linear attention) see [problems, rows, dim] views instead:
   ``as_matrices`` flattens the leading (batch, head) axes, ``matrices_output`` allocates.
+
+GPU arrays (the second half of this file): CuPy arrays, torch CUDA tensors, and any object
+exposing ``__cuda_array_interface__`` or a CUDA ``__dlpack__`` are recognised by
+:func:`is_gpu`; :func:`dispatch` sends a call with any GPU argument to the op's CUDA
+implementation, and :class:`Gpu` does for one such call what the functions above do for NumPy:
+checks (every array on one GPU, no CPU array mixed in), dtype conversion, [rows, dim] views,
+outputs allocated in the caller's library on the array's device, and the caller's current
+stream. Neither CuPy nor torch is imported unless the caller passes their arrays.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -279,3 +288,320 @@ def output(x: np.ndarray, out: Optional[np.ndarray], fn: str) -> Tuple[np.ndarra
             raise ValueError(f"{fn}: out overlaps x without being x itself (in-place use must pass out=x)")
         result = out
     return result, result.reshape(rows_shape)
+
+
+
+# ------------------------------------------------------------------------------------------
+# GPU arrays
+# ------------------------------------------------------------------------------------------
+
+_GPU_DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+_DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged (kDLCUDAHost memory is CPU memory)
+
+
+def is_gpu(x: Any) -> bool:
+    """True for a CUDA array: a torch CUDA tensor, a CuPy array, anything with
+    ``__cuda_array_interface__`` or whose ``__dlpack_device__`` is a CUDA device."""
+    if type(x) is np.ndarray or x is None or isinstance(x, (int, float, str, bytes, list, tuple)):
+        return False
+    if _is_torch_tensor(x):
+        return x.device.type == "cuda"
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    dlpack_device = getattr(x, "__dlpack_device__", None)
+    if dlpack_device is not None and hasattr(x, "__dlpack__"):
+        try:
+            return int(dlpack_device()[0]) in _DLPACK_CUDA_DEVICES
+        except Exception:  # pragma: no cover - a broken producer: treat as CPU
+            return False
+    return False
+
+
+def dispatch(cuda_impl):
+    """Decorator of a public op: calls ``cuda_impl`` (same signature) when any argument is a
+    GPU array, the decorated CPU implementation otherwise. Mixed CPU/GPU arguments end up in
+    ``cuda_impl``, whose :class:`Gpu` raises the ValueError."""
+
+    def decorate(cpu_impl):
+        @functools.wraps(cpu_impl)
+        def op(*args, **kwargs):
+            for a in args:
+                if type(a) is not np.ndarray and is_gpu(a):
+                    return cuda_impl(*args, **kwargs)
+            for a in kwargs.values():
+                if type(a) is not np.ndarray and is_gpu(a):
+                    return cuda_impl(*args, **kwargs)
+            return cpu_impl(*args, **kwargs)
+
+        op.cuda_impl = cuda_impl
+        return op
+
+    return decorate
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_status() -> Tuple[Any, str]:
+    """(module or None, reason it cannot run or '')."""
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__package__}._cuda") is None:
+        return None, "not built (this build has no pynorm._cuda; rebuild with nvcc on PATH, e.g. PYNORM_CUDA=ON pip install .)"
+    try:
+        from . import _cuda
+    except ImportError as e:
+        return None, f"built, but pynorm._cuda could not be imported: {e}"
+    ok, reason = _cuda.status()
+    return _cuda, ("" if ok else reason)
+
+
+def cuda_config() -> str:
+    """One line for show_config(): how the CUDA module was built and whether it can run."""
+    module, reason = _cuda_status()
+    if module is None:
+        return reason
+    built = f"built ({module.architectures})"
+    if reason:
+        return f"{built}; unavailable: {reason}"
+    return f"{built}; available: {module.device_count()} device(s)"
+
+
+def cuda_module(fn: str):
+    """The CUDA module, or a RuntimeError saying why CUDA cannot be used."""
+    module, reason = _cuda_status()
+    if module is None or reason:
+        raise RuntimeError(f"{fn}: CUDA unavailable: {reason}")
+    return module
+
+
+def _describe(x: Any) -> str:
+    t = type(x)
+    name = f"{t.__module__}.{t.__qualname__}" if t.__module__ not in ("builtins",) else t.__qualname__
+    if _is_torch_tensor(x):
+        return f"{name} on {x.device}"
+    return name
+
+
+def _library(x: Any) -> str:
+    if _is_torch_tensor(x):
+        return "torch"
+    if "cupy" in sys.modules and isinstance(x, sys.modules["cupy"].ndarray):
+        return "cupy"
+    return "other"
+
+
+def _device_of(x: Any) -> int:
+    if _is_torch_tensor(x):
+        return x.device.index if x.device.index is not None else 0
+    if _library(x) == "cupy":
+        return x.device.id
+    return -1
+
+
+def _to_library(x: Any, name: str, fn: str) -> Any:
+    """A GPU array-like as a torch CUDA tensor or a CuPy array (zero-copy), so that outputs can
+    be allocated in a library: CuPy if installed, else torch."""
+    if _library(x) != "other":
+        return x
+    try:
+        import cupy
+
+        return cupy.asarray(x) if hasattr(x, "__cuda_array_interface__") else cupy.from_dlpack(x)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if hasattr(x, "__cuda_array_interface__"):
+            return torch.as_tensor(x, device="cuda")
+        return torch.from_dlpack(x)
+    except ImportError:
+        raise TypeError(
+            f"{fn}: {name} is a GPU array ({_describe(x)}); pynorm needs CuPy or torch to read it and "
+            "allocate the outputs"
+        ) from None
+
+
+def _dtype_name(a: Any) -> str:
+    if _library(a) == "torch":
+        return str(a.dtype).replace("torch.", "")
+    return np.dtype(a.dtype).name
+
+
+class Gpu:
+    """One call on GPU arrays: created from the call's array arguments (None is skipped),
+    it checks that they are all GPU arrays on one device, loads the CUDA module (raising
+    "CUDA unavailable: ..." when it cannot run), and knows the library, device and stream that
+    the outputs and the kernels use (those of the first array, x)."""
+
+    def __init__(self, fn: str, arrays: dict):
+        self.fn = fn
+        present = {k: v for k, v in arrays.items() if v is not None}
+        on_cpu = [k for k, v in present.items() if not is_gpu(v)]
+        if len(on_cpu) == len(present):  # the GPU argument was a scalar one (e.g. alpha)
+            raise ValueError(
+                f"{fn}: a GPU scalar was passed with CPU arrays ({', '.join(on_cpu)}); pass every array on the "
+                "same device"
+            )
+        if on_cpu:
+            gpu_name = next(k for k in present if k not in on_cpu)
+            raise ValueError(
+                f"{fn}: {gpu_name} is a GPU array ({_describe(present[gpu_name])}) but {on_cpu[0]} is not "
+                f"({_describe(present[on_cpu[0]])}); pass every array on the same device"
+            )
+        self.module = cuda_module(fn)
+        first = next(iter(present))
+        self.reference = _to_library(present[first], first, fn)
+        self.lib = _library(self.reference)
+        self.device = _device_of(self.reference)
+        for k, v in present.items():
+            v = _to_library(v, k, fn)
+            if _library(v) != self.lib:
+                raise ValueError(f"{fn}: {k} is a {_describe(v)} but {first} is a {_describe(self.reference)}; use one library")
+            if _device_of(v) != self.device:
+                raise ValueError(f"{fn}: {k} is on GPU {_device_of(v)} but {first} is on GPU {self.device}")
+        self.stream = self._stream()
+
+    def _stream(self) -> int:
+        if self.lib == "torch":
+            torch = sys.modules["torch"]
+            return int(torch.cuda.current_stream(self.device).cuda_stream)
+        cupy = sys.modules["cupy"]
+        with cupy.cuda.Device(self.device):
+            return int(cupy.cuda.get_current_stream().ptr)
+
+    # --- inputs ---------------------------------------------------------------------------
+    def input(self, x: Any, name: str, min_ndim: int = 1) -> Any:
+        """A GPU array of a supported dtype with at least ``min_ndim`` dimensions."""
+        x = _to_library(x, name, self.fn)
+        dtype = _dtype_name(x)
+        if dtype not in _GPU_DTYPE_CODES:
+            raise TypeError(
+                f"{self.fn}: {name} has dtype {dtype}; supported dtypes are {SUPPORTED_DTYPES}. Convert it explicitly."
+            )
+        if x.ndim < min_ndim:
+            raise ValueError(f"{self.fn}: {name} must have at least {min_ndim} dimension(s), got shape {tuple(x.shape)}")
+        return x
+
+    def astype(self, a: Any, dtype: str) -> Any:
+        if _dtype_name(a) == dtype:
+            return a
+        if self.lib == "torch":
+            return a.to(getattr(sys.modules["torch"], dtype))
+        return a.astype(dtype)
+
+    def like(self, y: Any, x: Any, name: str) -> Any:
+        """An argument with x's shape (e.g. dy), in x's dtype."""
+        y = self.input(y, name, 0)
+        if tuple(y.shape) != tuple(x.shape):
+            raise ValueError(f"{self.fn}: {name} has shape {tuple(y.shape)} but x has shape {tuple(x.shape)}")
+        return self.astype(y, _dtype_name(x))
+
+    def _contiguous(self, a: Any) -> Any:
+        if self.lib == "torch":
+            return a.contiguous()
+        return sys.modules["cupy"].ascontiguousarray(a)
+
+    def vector(self, p: Any, length: int, x: Any, name: str) -> Any:
+        """An optional (length,) parameter, contiguous, in x's dtype."""
+        if p is None:
+            return None
+        p = self.input(p, name, 0)
+        if tuple(p.shape) != (length,):
+            raise ValueError(f"{self.fn}: {name} must have shape ({length},) to match x's last axis, got {tuple(p.shape)}")
+        return self._contiguous(self.astype(p, _dtype_name(x)))
+
+    def row_stats(self, stat: Any, x: Any, name: str) -> Any:
+        """Saved per-row statistics: one value per row, contiguous, in the accumulate dtype."""
+        if stat is None:
+            return None
+        stat = self.input(stat, name, 0)
+        rows = math.prod(tuple(x.shape)[:-1])
+        if tuple(stat.shape) != tuple(x.shape)[:-1] and tuple(stat.shape) != (rows,):
+            raise ValueError(
+                f"{self.fn}: {name} must have shape {tuple(x.shape)[:-1]} (one value per row), got {tuple(stat.shape)}"
+            )
+        return self._contiguous(self.astype(stat.reshape(-1), self.accumulate_dtype(x)))
+
+    def scalar(self, value: Any, name: str) -> float:
+        """A number or a one-element array (on either device) as a float."""
+        if is_gpu(value):
+            value = _to_library(value, name, self.fn)
+            if math.prod(tuple(value.shape)) != 1:
+                raise ValueError(f"{self.fn}: {name} must have exactly one element, got shape {tuple(value.shape)}")
+            return float(value.reshape(-1)[0].item())
+        return scalar(value, name, self.fn)
+
+    # --- views the kernels take -------------------------------------------------------------
+    def matrices(self, a: Any) -> Tuple[Any, int, int]:
+        """(array kept alive, problem stride, row stride) in elements for a (..., n, d) array seen
+        as [problems, n, d] with a contiguous last axis (copied when the leading axes do not
+        collapse into one stride)."""
+        shape = tuple(a.shape)
+        n, d = shape[-2], shape[-1]
+        mats = a.reshape((math.prod(shape[:-2]), n, d))
+        strides = self.strides(mats)
+        if d > 1 and strides[2] != 1:
+            mats = self._contiguous(mats)
+            strides = self.strides(mats)
+        return mats, strides[0], strides[1]
+
+    def rows(self, a: Any) -> Tuple[Any, int]:
+        """(array kept alive, row stride in elements) of ``a`` as [rows, dim], last axis contiguous."""
+        shape = tuple(a.shape)
+        rows2d = a.reshape((math.prod(shape[:-1]), shape[-1]))
+        strides = self.strides(rows2d)
+        if shape[-1] > 1 and strides[1] != 1:
+            rows2d = self._contiguous(rows2d)
+            strides = self.strides(rows2d)
+        return rows2d, strides[0]
+
+    def strides(self, a: Any) -> Tuple[int, ...]:
+        if self.lib == "torch":
+            return tuple(a.stride())
+        return tuple(s // a.itemsize for s in a.strides)
+
+    @staticmethod
+    def ptr(a: Any) -> int:
+        """The device address of a (0 for None)."""
+        if a is None:
+            return 0
+        if _library(a) == "torch":
+            return int(a.data_ptr())
+        return int(a.data.ptr)
+
+    @staticmethod
+    def dtype(a: Any) -> str:
+        """The dtype's name: float32, float64, float16 or bfloat16."""
+        return _dtype_name(a)
+
+    def dtype_code(self, a: Any) -> int:
+        return _GPU_DTYPE_CODES[_dtype_name(a)]
+
+    @staticmethod
+    def accumulate_dtype(a: Any) -> str:
+        return "float64" if _dtype_name(a) == "float64" else "float32"
+
+    # --- outputs ----------------------------------------------------------------------------
+    def empty(self, shape: Tuple[int, ...], dtype: str) -> Any:
+        """A new C-contiguous array in the caller's library, on the call's device."""
+        shape = tuple(int(s) for s in shape)
+        if self.lib == "torch":
+            torch = sys.modules["torch"]
+            return torch.empty(shape, dtype=getattr(torch, dtype), device=f"cuda:{self.device}")
+        cupy = sys.modules["cupy"]
+        with cupy.cuda.Device(self.device):
+            return cupy.empty(shape, dtype=dtype)
+
+    def output(self, x: Any, out: Any) -> Any:
+        """A new array of x's shape and dtype, or ``out`` after checks."""
+        if out is None:
+            return self.empty(tuple(x.shape), _dtype_name(x))
+        if tuple(out.shape) != tuple(x.shape) or _dtype_name(out) != _dtype_name(x):
+            raise ValueError(
+                f"{self.fn}: out must have shape {tuple(x.shape)} and dtype {_dtype_name(x)}, "
+                f"got {tuple(out.shape)} {_dtype_name(out)}"
+            )
+        contiguous = out.is_contiguous() if self.lib == "torch" else out.flags.c_contiguous
+        if not contiguous:
+            raise ValueError(f"{self.fn}: out must be C-contiguous")
+        return out

@@ -15,6 +15,47 @@ from .. import _array
 from .._core_loader import core
 
 
+def _dyt_cuda(x, alpha, weight=None, bias=None, *, out=None, n_threads=None):
+    fn = "pynorm.dyt"
+    gpu = _array.Gpu(fn, {"x": x, "weight": weight, "bias": bias, "out": out})
+    x = gpu.input(x, "x")
+    a = gpu.scalar(alpha, "alpha")
+    dim = x.shape[-1]
+    w = gpu.vector(weight, dim, x, "weight")
+    b = gpu.vector(bias, dim, x, "bias")
+    y = gpu.output(x, out)
+    x_rows, x_stride = gpu.rows(x)
+    gpu.module.dyt_forward(
+        gpu.ptr(x_rows), x_stride, gpu.ptr(y), x_rows.shape[0], dim, gpu.ptr(w), gpu.ptr(b), gpu.dtype_code(x), a,
+        gpu.device, gpu.stream,
+    )  # fmt: skip
+    return y
+
+
+def _dyt_backward_cuda(dy, x, alpha, weight=None, bias=None, *, n_threads=None):
+    fn = "pynorm.dyt_backward"
+    gpu = _array.Gpu(fn, {"x": x, "dy": dy, "weight": weight, "bias": bias})
+    x = gpu.input(x, "x")
+    dy = gpu.like(dy, x, "dy")
+    a = gpu.scalar(alpha, "alpha")
+    dim = x.shape[-1]
+    w = gpu.vector(weight, dim, x, "weight")
+    gpu.vector(bias, dim, x, "bias")  # checked; only its presence matters
+    dtype = gpu.dtype(x)
+    dx = gpu.empty(tuple(x.shape), dtype)
+    dalpha = gpu.empty((1,), gpu.accumulate_dtype(x))
+    dweight = gpu.empty((dim,), dtype) if w is not None else None
+    dbias = gpu.empty((dim,), dtype) if bias is not None else None
+    x_rows, x_stride = gpu.rows(x)
+    dy_rows, dy_stride = gpu.rows(dy)
+    gpu.module.dyt_backward(
+        gpu.ptr(dy_rows), dy_stride, gpu.ptr(x_rows), x_stride, gpu.ptr(w), gpu.ptr(dx), gpu.ptr(dalpha),
+        gpu.ptr(dweight), gpu.ptr(dbias), x_rows.shape[0], dim, gpu.dtype_code(x), a, gpu.device, gpu.stream,
+    )  # fmt: skip
+    return dx, gpu.astype(dalpha, dtype), dweight, dbias
+
+
+@_array.dispatch(_dyt_cuda)
 def dyt(
     x: Any,
     alpha: Any,
@@ -49,6 +90,7 @@ def dyt(
     return y
 
 
+@_array.dispatch(_dyt_backward_cuda)
 def dyt_backward(
     dy: Any,
     x: Any,

@@ -25,6 +25,7 @@ fixed partition and order.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -39,6 +40,10 @@ def _inputs(fn: str, q: Any, k: Any, v: Any):
     k = _array.as_input(k, "k", fn, min_ndim=2)
     v = _array.as_input(v, "v", fn, min_ndim=2)
     _array.same_dtype({"q": q, "k": k, "v": v}, fn)
+    return _check_shapes(fn, q, k, v)
+
+
+def _check_shapes(fn: str, q, k, v):
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(
             f"{fn}: q and k must have the same feature size Dk (last axis), got q {q.shape} and k {k.shape}"
@@ -56,6 +61,61 @@ def _inputs(fn: str, q: Any, k: Any, v: Any):
     return q, k, v
 
 
+def _gpu_inputs(gpu, fn, q, k, v):
+    q, k, v = (gpu.input(a, name, 2) for a, name in ((q, "q"), (k, "k"), (v, "v")))
+    dtypes = {name: gpu.dtype(a) for name, a in (("q", q), ("k", k), ("v", v))}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{name} {d}" for name, d in dtypes.items())
+        raise TypeError(f"{fn}: inputs must share one dtype, got {listed}; convert them explicitly")
+    return _check_shapes(fn, q, k, v)
+
+
+def _strided(gpu, a):
+    """(pointer, problem stride, row stride) of a (..., n, d) GPU array, and the array to keep alive."""
+    mats, problem_stride, row_stride = gpu.matrices(a)
+    return (gpu.ptr(mats), problem_stride, row_stride), mats
+
+
+def _linear_attention_cuda(q, k, v, *, causal=False, normalize=False, eps=1e-6, scale=1.0, n_threads=None):
+    fn = "pynorm.linear_attention"
+    gpu = _array.Gpu(fn, {"q": q, "k": k, "v": v})
+    q, k, v = _gpu_inputs(gpu, fn, q, k, v)
+    eps = _array.eps_value(eps, fn)
+    scale = gpu.scalar(scale, "scale")
+    batch, n, dk, dv = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
+    out = gpu.empty(batch + (n, dv), gpu.dtype(q))
+    (qs, q_keep), (ks, k_keep), (vs, v_keep) = (_strided(gpu, a) for a in (q, k, v))
+    gpu.module.linear_attention_forward(
+        qs, ks, vs, gpu.ptr(out), math.prod(batch), n, dk, dv, gpu.dtype_code(q), scale, eps, bool(causal),
+        bool(normalize), gpu.device, gpu.stream,
+    )  # fmt: skip
+    return out
+
+
+def _linear_attention_backward_cuda(dout, q, k, v, *, causal=False, normalize=False, eps=1e-6, scale=1.0,
+                                    n_threads=None):
+    fn = "pynorm.linear_attention_backward"
+    gpu = _array.Gpu(fn, {"q": q, "k": k, "v": v, "dout": dout})
+    q, k, v = _gpu_inputs(gpu, fn, q, k, v)
+    dout = gpu.input(dout, "dout", 2)
+    expected = tuple(q.shape[:-1]) + tuple(v.shape[-1:])
+    if tuple(dout.shape) != expected:
+        raise ValueError(f"{fn}: dout must have the output's shape {expected}, got {tuple(dout.shape)}")
+    dout = gpu.astype(dout, gpu.dtype(q))
+    eps = _array.eps_value(eps, fn)
+    scale = gpu.scalar(scale, "scale")
+    batch, n, dk, dv = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
+    dtype = gpu.dtype(q)
+    dq, dk_, dv_ = gpu.empty(tuple(q.shape), dtype), gpu.empty(tuple(k.shape), dtype), gpu.empty(tuple(v.shape), dtype)
+    strided = [_strided(gpu, a) for a in (dout, q, k, v)]
+    gpu.module.linear_attention_backward(
+        *(s for s, _ in strided), gpu.ptr(dq), gpu.ptr(dk_), gpu.ptr(dv_), math.prod(batch), n, dk, dv,
+        gpu.dtype_code(q), scale, eps, bool(causal), bool(normalize), gpu.device, gpu.stream,
+    )  # fmt: skip
+    return dq, dk_, dv_
+
+
+@_array.dispatch(_linear_attention_cuda)
 def linear_attention(
     q: Any,
     k: Any,
@@ -109,6 +169,7 @@ def linear_attention(
     return out
 
 
+@_array.dispatch(_linear_attention_backward_cuda)
 def linear_attention_backward(
     dout: Any,
     q: Any,

@@ -25,6 +25,70 @@ from .. import _array
 from .._core_loader import core
 
 
+def _layer_norm_cuda(x, weight=None, bias=None, eps=1e-5, *, center=True, scale=True, out=None,
+                     return_stats=False, n_threads=None):
+    return _forward_cuda("pynorm.layer_norm", x, weight, bias, eps, center, scale, out, return_stats)
+
+
+def _layer_norm_backward_cuda(dy, x, weight=None, bias=None, eps=1e-5, *, center=True, scale=True, mean=None,
+                              rstd=None, n_threads=None):
+    return _backward_cuda("pynorm.layer_norm_backward", dy, x, weight, bias, eps, center, scale, mean, rstd)
+
+
+def _rms_norm_cuda(x, weight=None, eps=1e-6, *, out=None, return_stats=False, n_threads=None):
+    result = _forward_cuda("pynorm.rms_norm", x, weight, None, eps, False, True, out, return_stats)
+    return (result[0], result[2]) if return_stats else result
+
+
+def _rms_norm_backward_cuda(dy, x, weight=None, eps=1e-6, *, rstd=None, n_threads=None):
+    dx, dweight, _ = _backward_cuda("pynorm.rms_norm_backward", dy, x, weight, None, eps, False, True, None, rstd)
+    return dx, dweight
+
+
+def _forward_cuda(fn, x, weight, bias, eps, center, scale, out, return_stats):
+    gpu = _array.Gpu(fn, {"x": x, "weight": weight, "bias": bias, "out": out})
+    x = gpu.input(x, "x")
+    eps = _array.eps_value(eps, fn)
+    dim = x.shape[-1]
+    w = gpu.vector(weight, dim, x, "weight")
+    b = gpu.vector(bias, dim, x, "bias")
+    y = gpu.output(x, out)
+    x_rows, x_stride = gpu.rows(x)
+    stats_shape, stats_dtype = tuple(x.shape[:-1]), gpu.accumulate_dtype(x)
+    mean = gpu.empty(stats_shape, stats_dtype) if return_stats else None
+    rstd = gpu.empty(stats_shape, stats_dtype) if return_stats else None
+    gpu.module.norm_forward(
+        gpu.ptr(x_rows), x_stride, gpu.ptr(y), x_rows.shape[0], dim, gpu.ptr(w), gpu.ptr(b), gpu.ptr(mean),
+        gpu.ptr(rstd), gpu.dtype_code(x), eps, bool(center), bool(scale), gpu.device, gpu.stream,
+    )  # fmt: skip
+    return (y, mean, rstd) if return_stats else y
+
+
+def _backward_cuda(fn, dy, x, weight, bias, eps, center, scale, mean, rstd):
+    gpu = _array.Gpu(fn, {"x": x, "dy": dy, "weight": weight, "bias": bias, "mean": mean, "rstd": rstd})
+    x = gpu.input(x, "x")
+    dy = gpu.like(dy, x, "dy")
+    eps = _array.eps_value(eps, fn)
+    dim = x.shape[-1]
+    w = gpu.vector(weight, dim, x, "weight")
+    gpu.vector(bias, dim, x, "bias")  # checked; only its presence matters
+    mean = gpu.row_stats(mean, x, "mean") if center else None
+    rstd = gpu.row_stats(rstd, x, "rstd") if scale else None
+    dtype = gpu.dtype(x)
+    dx = gpu.empty(tuple(x.shape), dtype)
+    dweight = gpu.empty((dim,), dtype) if w is not None else None
+    dbias = gpu.empty((dim,), dtype) if bias is not None else None
+    x_rows, x_stride = gpu.rows(x)
+    dy_rows, dy_stride = gpu.rows(dy)
+    gpu.module.norm_backward(
+        gpu.ptr(dy_rows), dy_stride, gpu.ptr(x_rows), x_stride, gpu.ptr(w), gpu.ptr(mean), gpu.ptr(rstd),
+        gpu.ptr(dx), gpu.ptr(dweight), gpu.ptr(dbias), x_rows.shape[0], dim, gpu.dtype_code(x), eps,
+        bool(center), bool(scale), gpu.device, gpu.stream,
+    )  # fmt: skip
+    return dx, dweight, dbias
+
+
+@_array.dispatch(_layer_norm_cuda)
 def layer_norm(
     x: Any,
     weight: Any = None,
@@ -82,6 +146,7 @@ def _forward(fn, x, weight, bias, eps, center, scale, out, return_stats, n_threa
     return (y, mean, rstd) if return_stats else y
 
 
+@_array.dispatch(_layer_norm_backward_cuda)
 def layer_norm_backward(
     dy: Any,
     x: Any,
@@ -132,6 +197,7 @@ def _backward(fn, dy, x, weight, bias, eps, center, scale, mean, rstd, n_threads
     return dx, dweight, dbias
 
 
+@_array.dispatch(_rms_norm_cuda)
 def rms_norm(
     x: Any,
     weight: Any = None,
@@ -153,6 +219,7 @@ def rms_norm(
     return (result[0], result[2]) if return_stats else result
 
 
+@_array.dispatch(_rms_norm_backward_cuda)
 def rms_norm_backward(
     dy: Any,
     x: Any,

@@ -1,0 +1,132 @@
+// Shared device code of the CUDA kernels: storage/accumulate types, 16-byte packs, reductions
+// within a group of threads (a warp or a whole block), the sum of per-block partials in a fixed
+// order, and the launch helpers.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "launch.h"
+#include "pynorm/common.h"
+
+namespace pynorm {
+namespace cuda {
+
+// float32 arithmetic for float32 / float16 / bfloat16 storage, float64 for float64.
+template <class T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+template <class T> using acc_t = typename Acc<T>::type;
+
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ double widen(double v) { return v; }
+__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T> __device__ __forceinline__ T narrow(acc_t<T> v);
+template <> __device__ __forceinline__ float narrow<float>(float v) { return v; }
+template <> __device__ __forceinline__ double narrow<double>(double v) { return v; }
+template <> __device__ __forceinline__ __half narrow<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// V elements of T moved as one access: 16 bytes when V = 16 / sizeof(T), one element when V = 1.
+template <class T, int V> struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+template <class T, int V> __device__ __forceinline__ Pack<T, V> load_pack(const T* p, int64_t i) {
+  return reinterpret_cast<const Pack<T, V>*>(p)[i];
+}
+template <class T, int V> __device__ __forceinline__ void store_pack(T* p, int64_t i, const Pack<T, V>& v) {
+  reinterpret_cast<Pack<T, V>*>(p)[i] = v;
+}
+template <class T> constexpr int kVec = 16 / int(sizeof(T));
+
+template <class A> struct Two {
+  A a, b;
+};
+template <class A> __device__ __forceinline__ A warp_sum(A v) {
+  // A butterfly: every lane adds the same two numbers (in either order), so all lanes end with
+  // bitwise the same total.
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+template <class A> __device__ __forceinline__ Two<A> warp_sum(Two<A> v) {
+  return {warp_sum(v.a), warp_sum(v.b)};
+}
+template <class A> __device__ __forceinline__ Two<A> operator+(Two<A> x, Two<A> y) { return {x.a + y.a, x.b + y.b}; }
+
+// The sum of v over the group of `group` threads (32, or a multiple of 32 dividing blockDim.x)
+// that contains this thread; every thread of the group gets the same value. Every thread of the
+// block must call it (it synchronises the block when group > 32). scratch: blockDim.x / 32
+// elements of S in shared memory. The warps' totals are added in a fixed order.
+template <class S> __device__ __forceinline__ S group_sum(S v, int group, S* scratch) {
+  v = warp_sum(v);
+  if (group == 32) return v;
+  __syncthreads();  // the previous call's readers are done with scratch
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  const int first = int(threadIdx.x) / group * (group / 32);
+  S total = scratch[first];
+  for (int w = 1; w < group / 32; ++w) total = total + scratch[first + w];
+  return total;
+}
+
+// Column sums of per-block partials [n_partials, width] (accumulate type), each column summed
+// from the first partial to the last: the same bits on every run. Columns [0, head) go to
+// head_out (accumulate type), the next `dim` to out0, the `dim` after to out1 (storage type).
+template <class T>
+__global__ void __launch_bounds__(256) sum_partials_kernel(const acc_t<T>* partials, int64_t n_partials, int64_t width, int64_t head,
+                                    acc_t<T>* head_out, int64_t dim, T* out0, T* out1) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= width) return;
+  acc_t<T> s = partials[c];
+  for (int64_t p = 1; p < n_partials; ++p) s += partials[p * width + c];
+  if (c < head)
+    head_out[c] = s;
+  else if (c - head < dim)
+    out0[c - head] = narrow<T>(s);
+  else
+    out1[c - head - dim] = narrow<T>(s);
+}
+
+// How many threads work on one row, and how many rows a block holds. A row of `units` packs
+// gets a power of two from 32 (one warp: short rows) to 1024 (one block) threads, about four
+// packs per thread; blocks have at least 256 threads (several rows per block for short rows).
+constexpr int kMaxThreads = 512;  // every row kernel is __launch_bounds__(kMaxThreads)
+struct RowLayout {
+  int group, rows_per_block, threads;
+};
+inline RowLayout row_layout(int64_t units) {
+  int group = 32;
+  while (group < kMaxThreads && int64_t(group) * 4 < units) group *= 2;
+  const int threads = group < 256 ? 256 : group;
+  return {group, threads / group, threads};
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// The largest dynamic shared memory a block of this kernel may use (raising the 48 KiB default
+// when the device allows more); 0 on error.
+template <class Kernel> inline int64_t shared_memory_limit(Kernel kernel, int64_t wanted) {
+  int device = 0, optin = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) return 0;
+  const int64_t limit = wanted < optin ? wanted : optin;
+  if (limit > 48 * 1024 &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(limit)) != cudaSuccess)
+    return 48 * 1024;
+  return limit;
+}
+
+inline const char* error_or_null(cudaError_t e) { return e == cudaSuccess ? nullptr : cudaGetErrorString(e); }
+inline const char* last_launch_error() { return error_or_null(cudaGetLastError()); }
+
+// Blocks for the backward's first kernel: a fixed number (not the device's), so that the
+// partition of rows into per-block partial sums -- and with it every bit of dweight, dbias,
+// dalpha -- depends on the shape only.
+constexpr int64_t kPartialBlocks = 256;
+constexpr int64_t kScratchBytes = 32 * sizeof(Two<double>);  // group_sum's scratch, 16-byte aligned size
+
+}  // namespace cuda
+}  // namespace pynorm

@@ -1,0 +1,213 @@
+// DyT on the GPU: y = weight * tanh(alpha * x) + bias, forward and backward (see pynorm/dyt.h;
+// csrc/cpu/dyt.cpp is the CPU twin). Rows are laid out on threads as in norm.cu (a group of
+// threads per row, each thread owning the same packs of columns in every row). The backward
+// recomputes tanh from x and evaluates 1 - tanh^2 without cancellation; dalpha, dweight, dbias
+// go through per-block partials summed in a fixed order (no atomics).
+#include "common.cuh"
+
+namespace pynorm {
+namespace cuda {
+namespace {
+
+// tanh(z), and s = 1 - tanh(z)^2 when wanted, from e = expm1(2|z|):
+//   tanh|z| = e / (e + 2),   1 - tanh^2 = 4 (e + 1) / (e + 2)^2,
+// both without cancellation (1 - t^2 near saturation would lose every digit). 2|z| is clamped
+// where tanh is 1 to the last bit (tanh(20) == 1 in float, tanh(40) in double), so e stays finite.
+template <class A> __device__ __forceinline__ A tanh_with_derivative(A z, A* derivative) {
+  const A abs_z = fabs(z);
+  const A clamp = sizeof(A) == 8 ? A(80) : A(40);
+  const A e = expm1(fmin(abs_z + abs_z, clamp));
+  const A inv = A(1) / (e + A(2));
+  A t = copysign(e * inv, z);
+  if (z != z) t = z;
+  if (derivative) {
+    A s = (A(4) * inv) * ((e + A(1)) * inv);
+    if (isinf(abs_z)) s = 0;  // exactly 0 at +-inf, as 1 - tanh^2 is
+    *derivative = z != z ? z : s;
+  }
+  return t;
+}
+
+template <class T, int V> __device__ __forceinline__ void dyt_forward_rows(const DytForwardArgs& a, int group) {
+  using A = acc_t<T>;
+  using P = Pack<T, V>;
+  const int rows_per_block = blockDim.x / group;
+  const int slot = threadIdx.x / group, lane = threadIdx.x % group;
+  const int64_t packs = a.dim / V;
+  const T* weight = static_cast<const T*>(a.weight);
+  const T* bias = static_cast<const T*>(a.bias);
+  const A alpha = A(a.alpha);
+  for (int64_t r = int64_t(blockIdx.x) * rows_per_block + slot; r < a.rows; r += int64_t(gridDim.x) * rows_per_block) {
+    const T* x = static_cast<const T*>(a.x) + r * a.x_row_stride;
+    T* y = static_cast<T*>(a.y) + r * a.dim;
+    for (int64_t i = lane; i < packs; i += group) {
+      const P p = load_pack<T, V>(x, i);
+      P w, b, out;
+      if (weight) w = load_pack<T, V>(weight, i);
+      if (bias) b = load_pack<T, V>(bias, i);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        A v = tanh_with_derivative<A>(widen(p.v[k]) * alpha, nullptr);
+        if (weight) v *= widen(w.v[k]);
+        if (bias) v += widen(b.v[k]);
+        out.v[k] = narrow<T>(v);
+      }
+      store_pack<T, V>(y, i, out);
+    }
+  }
+}
+
+template <class T> __global__ void __launch_bounds__(kMaxThreads) dyt_forward_kernel(DytForwardArgs a, int group, bool vec) {
+  if (vec)
+    dyt_forward_rows<T, kVec<T>>(a, group);
+  else
+    dyt_forward_rows<T, 1>(a, group);
+}
+
+// Partial rows: [dalpha | dweight (if weight) | dbias (if wanted)], width 1 + ...
+template <class T, int V>
+__device__ __forceinline__ void dyt_backward_rows(const DytBackwardArgs& a, int group, bool partials_in_smem,
+                                                  acc_t<T>* workspace, char* smem) {
+  using A = acc_t<T>;
+  using P = Pack<T, V>;
+  const int rows_per_block = blockDim.x / group;
+  const int slot = threadIdx.x / group, lane = threadIdx.x % group;
+  const int64_t dim = a.dim, packs = dim / V;
+  const T* weight = static_cast<const T*>(a.weight);
+  const bool has_weight = weight != nullptr, has_dbias = a.dbias != nullptr;
+  const int64_t width = 1 + (has_weight ? dim : 0) + (has_dbias ? dim : 0);
+  auto* scratch = reinterpret_cast<Two<A>*>(smem);
+  A* smem_partials = reinterpret_cast<A*>(smem + kScratchBytes);
+  A* partial = partials_in_smem ? smem_partials + int64_t(slot) * width
+                                : workspace + (int64_t(blockIdx.x) * rows_per_block + slot) * width;
+  A* partial_dweight = partial + 1;
+  A* partial_dbias = partial + 1 + (has_weight ? dim : 0);
+  for (int64_t i = lane; i < packs; i += group)
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      if (has_weight) partial_dweight[i * V + k] = 0;
+      if (has_dbias) partial_dbias[i * V + k] = 0;
+    }
+  const A alpha = A(a.alpha);
+  A dalpha = 0;
+  for (int64_t r = int64_t(blockIdx.x) * rows_per_block + slot; r < a.rows; r += int64_t(gridDim.x) * rows_per_block) {
+    const T* x = static_cast<const T*>(a.x) + r * a.x_row_stride;
+    const T* dy = static_cast<const T*>(a.dy) + r * a.dy_row_stride;
+    T* dx = static_cast<T*>(a.dx) + r * dim;
+    for (int64_t i = lane; i < packs; i += group) {
+      const P xp = load_pack<T, V>(x, i), dyp = load_pack<T, V>(dy, i);
+      P w, out;
+      if (has_weight) w = load_pack<T, V>(weight, i);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const A xv = widen(xp.v[k]), dyv = widen(dyp.v[k]);
+        A s;
+        const A t = tanh_with_derivative<A>(xv * alpha, &s);
+        A g = dyv;
+        if (has_weight) {
+          g *= widen(w.v[k]);
+          partial_dweight[i * V + k] += dyv * t;
+        }
+        if (has_dbias) partial_dbias[i * V + k] += dyv;
+        const A gs = g * s;
+        dalpha += gs * xv;
+        out.v[k] = narrow<T>(gs * alpha);
+      }
+      store_pack<T, V>(dx, i, out);
+    }
+  }
+  dalpha = group_sum(Two<A>{dalpha, 0}, group, scratch).a;
+  if (lane == 0) partial[0] = dalpha;
+  if (partials_in_smem) {  // this block's partial: its groups' sums, in order
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+      A total = smem_partials[c];
+      for (int g = 1; g < rows_per_block; ++g) total += smem_partials[int64_t(g) * width + c];
+      workspace[int64_t(blockIdx.x) * width + c] = total;
+    }
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kMaxThreads) dyt_backward_kernel(DytBackwardArgs a, int group, bool vec, bool partials_in_smem,
+                                    acc_t<T>* workspace) {
+  extern __shared__ __align__(16) char smem[];
+  if (vec)
+    dyt_backward_rows<T, kVec<T>>(a, group, partials_in_smem, workspace, smem);
+  else
+    dyt_backward_rows<T, 1>(a, group, partials_in_smem, workspace, smem);
+}
+
+template <class T> const char* forward(const DytForwardArgs& a, cudaStream_t stream) {
+  if (a.rows == 0 || a.dim == 0) return nullptr;
+  const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && aligned16(a.x) && aligned16(a.y) &&
+                   aligned16(a.weight) && aligned16(a.bias);
+  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim);
+  const int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
+  dyt_forward_kernel<T><<<unsigned(blocks < (1 << 30) ? blocks : (1 << 30)), layout.threads, 0, stream>>>(
+      a, layout.group, vec);
+  return last_launch_error();
+}
+
+template <class T> const char* backward(const DytBackwardArgs& a, cudaStream_t stream) {
+  using A = acc_t<T>;
+  if (a.rows == 0 || a.dim == 0) {  // empty: every parameter gradient is a sum of nothing
+    const char* e = error_or_null(cudaMemsetAsync(a.dalpha, 0, sizeof(A), stream));
+    if (!e && a.dweight) e = error_or_null(cudaMemsetAsync(a.dweight, 0, a.dim * sizeof(T), stream));
+    if (!e && a.dbias) e = error_or_null(cudaMemsetAsync(a.dbias, 0, a.dim * sizeof(T), stream));
+    return e;
+  }
+  const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && a.dy_row_stride % kVec<T> == 0 &&
+                   aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx) && aligned16(a.weight);
+  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim);
+  const int64_t width = 1 + (a.weight ? a.dim : 0) + (a.dbias ? a.dim : 0);
+  const int64_t partial_bytes = int64_t(layout.rows_per_block) * width * int64_t(sizeof(A));
+  const int64_t limit = shared_memory_limit(dyt_backward_kernel<T>, kScratchBytes + 128 * 1024);
+  const bool partials_in_smem = kScratchBytes + partial_bytes <= limit;
+  const int64_t smem = kScratchBytes + (partials_in_smem ? partial_bytes : 0);
+  int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
+  if (blocks > kPartialBlocks) blocks = kPartialBlocks;
+  const int64_t n_partials = partials_in_smem ? blocks : blocks * layout.rows_per_block;
+  A* workspace = nullptr;
+  if (const char* e = error_or_null(
+          cudaMallocAsync(reinterpret_cast<void**>(&workspace), n_partials * width * sizeof(A), stream)))
+    return e;
+  dyt_backward_kernel<T><<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, partials_in_smem,
+                                                                               workspace);
+  const char* e = last_launch_error();
+  if (!e) {
+    T* first = static_cast<T*>(a.weight ? a.dweight : a.dbias);
+    sum_partials_kernel<T><<<unsigned((width + 255) / 256), 256, 0, stream>>>(
+        workspace, n_partials, width, 1, static_cast<A*>(a.dalpha), a.dim, first, static_cast<T*>(a.dbias));
+    e = last_launch_error();
+  }
+  const char* free_error = error_or_null(cudaFreeAsync(workspace, stream));
+  return e ? e : free_error;
+}
+
+}  // namespace
+
+const char* dyt_forward(const DytForwardArgs& a, DType dtype, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case DType::float32: return forward<float>(a, s);
+    case DType::float64: return forward<double>(a, s);
+    case DType::float16: return forward<__half>(a, s);
+    case DType::bfloat16: return forward<__nv_bfloat16>(a, s);
+  }
+  return "unknown dtype";
+}
+
+const char* dyt_backward(const DytBackwardArgs& a, DType dtype, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case DType::float32: return backward<float>(a, s);
+    case DType::float64: return backward<double>(a, s);
+    case DType::float16: return backward<__half>(a, s);
+    case DType::bfloat16: return backward<__nv_bfloat16>(a, s);
+  }
+  return "unknown dtype";
+}
+
+}  // namespace cuda
+}  // namespace pynorm
