@@ -175,25 +175,15 @@ def save_figure(fig, out_dir: pathlib.Path, name: str) -> str:
 
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """BLAS limited to one thread, pynorm to one thread, for the tiny models' training.
-
-    The models here multiply (tokens x 8) by (8 x 8) matrices: OpenBLAS's threads gain
-    nothing at those sizes and, on a shared 2-core machine, spin-wait so badly that a step
-    is up to 40x slower (measured: a 50000 x 8 @ 8 x 8 product takes 0.5 ms on one thread,
-    20 ms on two with the machine busy).
-    """
+    """BLAS and pynorm limited to one thread, for the tiny models' training (their products
+    are tiny; see pynorm.nn.train.single_blas_thread for what BLAS threads cost here)."""
     import pynorm
+    from pynorm.nn.train import single_blas_thread
 
     previous = pynorm.get_num_threads()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn / scipy stacks
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1, user_api="blas")
     pynorm.set_num_threads(1)
     try:
-        with limits:
+        with single_blas_thread():
             yield
     finally:
         pynorm.set_num_threads(previous)

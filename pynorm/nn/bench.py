@@ -3,19 +3,21 @@
     python -m pynorm.nn.bench [--threads 2] [--steps 20] [--repeats 5] [--batch-size 128]
 
 P1's configuration (d = 16, n = 32, L = 10, batch 128, SGD), float32 and float64. Both
-sides train on the same batches with the same number of threads (pynorm's OpenMP,
-NumPy's BLAS via threadpoolctl, torch's intra-op pool); blocks of steps alternate between
-the two and the best block of each counts, as the shared machine is noisy.
+sides train on the same batches with the same number of threads: pynorm's kernels and
+torch's intra-op pool get ``--threads``; the trainer runs NumPy's BLAS on one thread, as
+``Trainer.fit`` does (its small products gain nothing from BLAS threads). Blocks of steps
+alternate between the two and the best block of each counts, as the machine is noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from typing import Dict
 
 from .models import build_experiment
-from .train import Trainer
+from .train import Trainer, single_blas_thread
 from .twin import TorchTwin
 
 
@@ -23,7 +25,6 @@ def benchmark(dtype: str = "float64", threads: int = 2, steps: int = 20, repeats
               batch_size: int = 128) -> Dict[str, float]:
     """Steps per second of the pynorm trainer and of the torch twin on P1's configuration;
     returns ``{"pynorm": ..., "torch": ..., "speedup": pynorm / torch}``."""
-    import threadpoolctl
     import torch
 
     import pynorm
@@ -38,9 +39,10 @@ def benchmark(dtype: str = "float64", threads: int = 2, steps: int = 20, repeats
     try:
         torch.set_num_threads(threads)
         pynorm.set_num_threads(threads)
-        with threadpoolctl.threadpool_limits(threads):
-            for _ in range(repeats):
-                for name, step in (("pynorm", trainer.train_step), ("torch", twin.train_step)):
+        for _ in range(repeats):
+            for name, step, limits in (("pynorm", trainer.train_step, single_blas_thread),
+                                       ("torch", twin.train_step, contextlib.nullcontext)):
+                with limits():
                     start = time.perf_counter()
                     for batch in batches:
                         step(batch)
