@@ -128,5 +128,16 @@ inline const char* last_launch_error() { return error_or_null(cudaGetLastError()
 constexpr int64_t kPartialBlocks = 256;
 constexpr int64_t kScratchBytes = 32 * sizeof(Two<double>);  // group_sum's scratch, 16-byte aligned size
 
+// Calls launch(T{}) with the CUDA storage type of `dtype`; returns its error message (or null).
+template <class Launch> inline const char* with_storage_type(DType dtype, Launch&& launch) {
+  switch (dtype) {
+    case DType::float32: return launch(float{});
+    case DType::float64: return launch(double{});
+    case DType::float16: return launch(__half{});
+    case DType::bfloat16: return launch(__nv_bfloat16{});
+  }
+  return "unknown dtype";
+}
+
 }  // namespace cuda
 }  // namespace pynorm

@@ -188,25 +188,11 @@ template <class T> const char* backward(const DytBackwardArgs& a, cudaStream_t s
 }  // namespace
 
 const char* dyt_forward(const DytForwardArgs& a, DType dtype, void* stream) {
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::float32: return forward<float>(a, s);
-    case DType::float64: return forward<double>(a, s);
-    case DType::float16: return forward<__half>(a, s);
-    case DType::bfloat16: return forward<__nv_bfloat16>(a, s);
-  }
-  return "unknown dtype";
+  return with_storage_type(dtype, [&](auto t) { return forward<decltype(t)>(a, static_cast<cudaStream_t>(stream)); });
 }
 
 const char* dyt_backward(const DytBackwardArgs& a, DType dtype, void* stream) {
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::float32: return backward<float>(a, s);
-    case DType::float64: return backward<double>(a, s);
-    case DType::float16: return backward<__half>(a, s);
-    case DType::bfloat16: return backward<__nv_bfloat16>(a, s);
-  }
-  return "unknown dtype";
+  return with_storage_type(dtype, [&](auto t) { return backward<decltype(t)>(a, static_cast<cudaStream_t>(stream)); });
 }
 
 }  // namespace cuda

@@ -311,25 +311,11 @@ template <class T> const char* backward(const NormBackwardArgs& a, cudaStream_t 
 }  // namespace
 
 const char* norm_forward(const NormForwardArgs& a, DType dtype, void* stream) {
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::float32: return forward<float>(a, s);
-    case DType::float64: return forward<double>(a, s);
-    case DType::float16: return forward<__half>(a, s);
-    case DType::bfloat16: return forward<__nv_bfloat16>(a, s);
-  }
-  return "unknown dtype";
+  return with_storage_type(dtype, [&](auto t) { return forward<decltype(t)>(a, static_cast<cudaStream_t>(stream)); });
 }
 
 const char* norm_backward(const NormBackwardArgs& a, DType dtype, void* stream) {
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::float32: return backward<float>(a, s);
-    case DType::float64: return backward<double>(a, s);
-    case DType::float16: return backward<__half>(a, s);
-    case DType::bfloat16: return backward<__nv_bfloat16>(a, s);
-  }
-  return "unknown dtype";
+  return with_storage_type(dtype, [&](auto t) { return backward<decltype(t)>(a, static_cast<cudaStream_t>(stream)); });
 }
 
 }  // namespace cuda
