@@ -123,8 +123,10 @@ def test_concurrent_calls_from_python_threads():
 
 
 def _run_python(code, **env):
+    """Runs code in a fresh interpreter, outside the source tree (which has no compiled module)."""
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True,
+        cwd=os.path.dirname(os.path.dirname(pynorm.__file__)),
     )
 
 
