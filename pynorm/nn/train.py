@@ -179,34 +179,32 @@ class Trainer:
             os.makedirs(cfg.out_dir, exist_ok=True)
             log = open(os.path.join(cfg.out_dir, "metrics.jsonl"), "a")
         bar = _progress_bar(cfg.progress, self.step, end)
-        blas = single_blas_thread()
-        blas.__enter__()
-        try:
-            def emit(record):
-                history.append(record)
-                if log:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+        with single_blas_thread():  # see single_blas_thread: small products, no BLAS threads
+            try:
+                def emit(record):
+                    history.append(record)
+                    if log:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
 
-            while self.step < end:
-                step = self.step
-                record = self.train_step(self.batch(step))
-                done = self.step
-                if cfg.log_every and (done % cfg.log_every == 0 or done == end):
-                    emit({"step": done, "epoch": step / self.steps_per_epoch, **record})
-                if (cfg.eval_every and done % cfg.eval_every == 0) or done == end:
-                    emit({"step": done, **self.evaluate()})
-                if cfg.out_dir and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == end):
-                    self.save(os.path.join(cfg.out_dir, "checkpoint"))
+                while self.step < end:
+                    step = self.step
+                    record = self.train_step(self.batch(step))
+                    done = self.step
+                    if cfg.log_every and (done % cfg.log_every == 0 or done == end):
+                        emit({"step": done, "epoch": step / self.steps_per_epoch, **record})
+                    if (cfg.eval_every and done % cfg.eval_every == 0) or done == end:
+                        emit({"step": done, **self.evaluate()})
+                    if cfg.out_dir and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == end):
+                        self.save(os.path.join(cfg.out_dir, "checkpoint"))
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{record['loss']:.4g}")
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.4g}")
-        finally:
-            blas.__exit__(None, None, None)
-            if bar is not None:
-                bar.close()
-            if log:
-                log.close()
+                    bar.close()
+                if log:
+                    log.close()
         return history
 
     # -- checkpoints -----------------------------------------------------------------
