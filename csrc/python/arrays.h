@@ -102,9 +102,9 @@ inline void set_backward_rows(Args& a, const py::array& dy, const py::array& x, 
 }
 
 // Parameter gradients are returned exactly for the parameters that were given.
-inline void require_matching_gradient(const void* weight, const void* dweight) {
+inline void require_matching_gradient(const void* weight, const void* dweight, const char* module = "pynorm._core") {
   if ((weight == nullptr) != (dweight == nullptr))
-    throw py::value_error("pynorm._core: dweight must be given exactly when weight is");
+    throw py::value_error(std::string(module) + ": dweight must be given exactly when weight is");
 }
 
 }  // namespace pynorm

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "arrays.h"
 #include "launch.h"
 
 namespace pynorm {
@@ -29,6 +30,32 @@ inline void require_available() {
 
 inline void check_sizes(int64_t rows, int64_t dim) {
   if (rows < 0 || dim < 0) throw py::value_error("pynorm._cuda: negative size");
+}
+
+// The row fields of a forward kernel's arguments, from device pointers (the CUDA twin of
+// arrays.h's set_forward_rows).
+template <class Args>
+inline void set_device_forward_rows(Args& a, uintptr_t x, int64_t x_row_stride, uintptr_t y, int64_t rows, int64_t dim) {
+  check_sizes(rows, dim);
+  a.rows = rows;
+  a.dim = dim;
+  a.x = cptr(x);
+  a.x_row_stride = x_row_stride;
+  a.y = mptr(y);
+}
+
+// The same for a backward kernel: dy and x in, dx out.
+template <class Args>
+inline void set_device_backward_rows(Args& a, uintptr_t dy, int64_t dy_row_stride, uintptr_t x, int64_t x_row_stride,
+                                     uintptr_t dx, int64_t rows, int64_t dim) {
+  check_sizes(rows, dim);
+  a.rows = rows;
+  a.dim = dim;
+  a.dy = cptr(dy);
+  a.dy_row_stride = dy_row_stride;
+  a.x = cptr(x);
+  a.x_row_stride = x_row_stride;
+  a.dx = mptr(dx);
 }
 
 // Runs launch() (returning nullptr or an error string) on `device` with the GIL released.

@@ -9,13 +9,8 @@ void register_cuda_dyt(py::module_& m) {
       [](uintptr_t x, int64_t x_row_stride, uintptr_t y, int64_t rows, int64_t dim, uintptr_t weight, uintptr_t bias,
          int dtype_code, double alpha, int device, uintptr_t stream) {
         const DType dtype = cuda_dtype(dtype_code);
-        check_sizes(rows, dim);
         DytForwardArgs a;
-        a.rows = rows;
-        a.dim = dim;
-        a.x = cptr(x);
-        a.x_row_stride = x_row_stride;
-        a.y = mptr(y);
+        set_device_forward_rows(a, x, x_row_stride, y, rows, dim);
         a.weight = cptr(weight);
         a.bias = cptr(bias);
         a.alpha = alpha;
@@ -30,19 +25,11 @@ void register_cuda_dyt(py::module_& m) {
          uintptr_t dalpha, uintptr_t dweight, uintptr_t dbias, int64_t rows, int64_t dim, int dtype_code, double alpha,
          int device, uintptr_t stream) {
         const DType dtype = cuda_dtype(dtype_code);
-        check_sizes(rows, dim);
-        if ((weight == 0) != (dweight == 0))
-          throw py::value_error("pynorm._cuda: dweight must be given exactly when weight is");
+        require_matching_gradient(cptr(weight), cptr(dweight), "pynorm._cuda");
         if (dalpha == 0) throw py::value_error("pynorm._cuda: dalpha is required");
         DytBackwardArgs a;
-        a.rows = rows;
-        a.dim = dim;
-        a.dy = cptr(dy);
-        a.dy_row_stride = dy_row_stride;
-        a.x = cptr(x);
-        a.x_row_stride = x_row_stride;
+        set_device_backward_rows(a, dy, dy_row_stride, x, x_row_stride, dx, rows, dim);
         a.weight = cptr(weight);
-        a.dx = mptr(dx);
         a.dalpha = mptr(dalpha);
         a.dweight = mptr(dweight);
         a.dbias = mptr(dbias);

@@ -10,13 +10,8 @@ void register_cuda_norm(py::module_& m) {
          uintptr_t mean, uintptr_t rstd, int dtype_code, double eps, bool center, bool scale, int device,
          uintptr_t stream) {
         const DType dtype = cuda_dtype(dtype_code);
-        check_sizes(rows, dim);
         NormForwardArgs a;
-        a.rows = rows;
-        a.dim = dim;
-        a.x = cptr(x);
-        a.x_row_stride = x_row_stride;
-        a.y = mptr(y);
+        set_device_forward_rows(a, x, x_row_stride, y, rows, dim);
         a.weight = cptr(weight);
         a.bias = cptr(bias);
         a.mean = mptr(mean);
@@ -36,20 +31,12 @@ void register_cuda_norm(py::module_& m) {
          uintptr_t rstd, uintptr_t dx, uintptr_t dweight, uintptr_t dbias, int64_t rows, int64_t dim, int dtype_code,
          double eps, bool center, bool scale, int device, uintptr_t stream) {
         const DType dtype = cuda_dtype(dtype_code);
-        check_sizes(rows, dim);
-        if ((weight == 0) != (dweight == 0))
-          throw py::value_error("pynorm._cuda: dweight must be given exactly when weight is");
+        require_matching_gradient(cptr(weight), cptr(dweight), "pynorm._cuda");
         NormBackwardArgs a;
-        a.rows = rows;
-        a.dim = dim;
-        a.dy = cptr(dy);
-        a.dy_row_stride = dy_row_stride;
-        a.x = cptr(x);
-        a.x_row_stride = x_row_stride;
+        set_device_backward_rows(a, dy, dy_row_stride, x, x_row_stride, dx, rows, dim);
         a.weight = cptr(weight);
         a.mean = cptr(mean);
         a.rstd = cptr(rstd);
-        a.dx = mptr(dx);
         a.dweight = mptr(dweight);
         a.dbias = mptr(dbias);
         a.eps = eps;
