@@ -4,6 +4,12 @@
 // Per row the data is read from memory once: the statistics passes and the output pass run
 // over a row that is still in L1/L2. Outputs larger than the last-level cache are written
 // with streaming stores, so writing y costs no read of y.
+//
+// Short rows are processed a group of kGroupRows at a time, their loops interleaved: a row's
+// sums are a chain of dependent adds ending in horizontal sums, a division and a square
+// root, and on a 32-element row that latency, not the arithmetic, is what costs. Grouping
+// changes no result: each row is computed exactly as alone, and contributions to the column
+// sums (dweight, dbias) are still added in row order.
 #include "pynorm/norm.h"
 
 #include "kernels.h"
@@ -16,72 +22,86 @@ namespace {
 
 template <class A> struct RowStats { A mean, rstd; };
 
-// Two-pass statistics on a row in cache: the mean, then the centred sum of squares with the
-// classic correction term (which also refines the mean), never E[x^2] - E[x]^2.
-template <class T>
-inline RowStats<acc_t<T>> row_stats(const T* x, int64_t n, bool center, bool scale, acc_t<T> eps) {
-  using A = acc_t<T>;
-  A mean = 0;
-  if (center) {
-    Vec<A> sum = {};
-    for_each_vec<A>(n, [&](int64_t i, auto k) { sum += load(x + i, k); });
-    mean = hsum(sum) / A(n);
-  }
-  A rstd = 1;
-  if (scale) {
-    Vec<A> sum_d = {}, sum_d2 = {};
-    for_each_vec<A>(n, [&](int64_t i, auto k) {
-      const Vec<A> d = keep(load(x + i, k) - mean, k);
-      sum_d += d;
-      sum_d2 += d * d;
-    });
-    A squares = hsum(sum_d2);
-    if (center) {
-      const A c = hsum(sum_d);
-      squares -= c * c / A(n);
-      mean += c / A(n);
-      if (squares < 0) squares = 0;
-    }
-    const A var = squares / A(n);
-    if constexpr (sizeof(A) == 8)
-      rstd = 1.0 / __builtin_sqrt(var + eps);
-    else
-      rstd = 1.0f / __builtin_sqrtf(var + eps);
-  }
-  return {mean, rstd};
+constexpr int kGroupRows = 4;
+constexpr int64_t kGroupedRowBytes = 4096;  // rows up to this size are grouped (a group stays in L1)
+
+// Calls f(std::integral_constant<int, R>{}, r) for consecutive groups of R rows covering
+// [r0, r1): groups of kGroupRows for rows up to kGroupedRowBytes, then single rows.
+template <class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
+  int64_t r = r0;
+  if (row_bytes <= kGroupedRowBytes)
+    for (; r + kGroupRows <= r1; r += kGroupRows) f(std::integral_constant<int, kGroupRows>{}, r);
+  for (; r < r1; ++r) f(std::integral_constant<int, 1>{}, r);
 }
 
-template <class T> inline RowStats<acc_t<T>> saved_or_computed_stats(const NormBackwardArgs& a, int64_t r,
-                                                                      const T* x) {
+// Two-pass statistics of R rows in cache: the mean, then the centred sum of squares with the
+// classic correction term (which also refines the mean), never E[x^2] - E[x]^2.
+template <int R, class T>
+PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool center, bool scale, acc_t<T> eps, RowStats<acc_t<T>>* s) {
   using A = acc_t<T>;
-  if ((a.center && !a.mean) || (a.scale && !a.rstd)) return row_stats(x, a.dim, a.center, a.scale, A(a.eps));
-  return {a.center ? static_cast<const A*>(a.mean)[r] : A(0), a.scale ? static_cast<const A*>(a.rstd)[r] : A(1)};
+  const A inv_n = A(1) / A(n);  // one division per group, not one per statistic
+  PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j] = {A(0), A(1)};
+  if (center) {
+    Vec<A> sum[R] = {};
+    for_each_vec<A>(n, [&](int64_t i, auto k) {
+      PYNORM_UNROLL for (int j = 0; j < R; ++j) sum[j] += load(x[j] + i, k);
+    });
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j].mean = hsum(sum[j]) * inv_n;
+  }
+  if (!scale) return;
+  Vec<A> sum_d[R] = {}, sum_d2[R] = {};
+  for_each_vec<A>(n, [&](int64_t i, auto k) {
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+      const Vec<A> d = keep(load(x[j] + i, k) - s[j].mean, k);
+      sum_d[j] += d;
+      sum_d2[j] += d * d;
+    }
+  });
+  PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+    A squares = hsum(sum_d2[j]);
+    if (center) {
+      const A c = hsum(sum_d[j]) * inv_n;
+      squares -= c * c * A(n);
+      s[j].mean += c;
+      if (squares < 0) squares = 0;
+    }
+    const A var = squares * inv_n;
+    if constexpr (sizeof(A) == 8)
+      s[j].rstd = 1.0 / __builtin_sqrt(var + eps);
+    else
+      s[j].rstd = 1.0f / __builtin_sqrtf(var + eps);
+  }
 }
 
 }  // namespace
 
 template <class T> void norm_forward(const NormForwardArgs& a) {
   using A = acc_t<T>;
-  const int64_t dim = a.dim;
+  const int64_t dim = a.dim, stride = a.x_row_stride;
   const T* weight = static_cast<const T*>(a.weight);
   const T* bias = static_cast<const T*>(a.bias);
   with_bools(
       [&](auto has_weight, auto has_bias, auto stream) {
-        parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r) {
-            const T* x = static_cast<const T*>(a.x) + r * a.x_row_stride;
-            T* y = static_cast<T*>(a.y) + r * dim;
-            const RowStats<A> s = row_stats(x, dim, a.center, a.scale, A(a.eps));
-            if (a.mean) static_cast<A*>(a.mean)[r] = s.mean;
-            if (a.rstd) static_cast<A*>(a.rstd)[r] = s.rstd;
-            write_row<stream>(y, dim, [&](int64_t i, auto k) {
-              prefetch(x + a.x_row_stride + i);
-              Vec<A> v = (load(x + i, k) - s.mean) * s.rstd;
+        auto group = [&](auto rows, int64_t r) {
+          constexpr int R = decltype(rows)::value;
+          const T* x[R];
+          PYNORM_UNROLL for (int j = 0; j < R; ++j) x[j] = static_cast<const T*>(a.x) + (r + j) * stride;
+          RowStats<A> s[R];
+          row_stats<R>(x, dim, a.center, a.scale, A(a.eps), s);
+          PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+            if (a.mean) static_cast<A*>(a.mean)[r + j] = s[j].mean;
+            if (a.rstd) static_cast<A*>(a.rstd)[r + j] = s[j].rstd;
+            write_row<stream>(static_cast<T*>(a.y) + (r + j) * dim, dim, [&](int64_t i, auto k) {
+              prefetch(x[j] + R * stride + i);  // the next group's row, while this one is in cache
+              Vec<A> v = (load(x[j] + i, k) - s[j].mean) * s[j].rstd;
               if constexpr (has_weight) v *= load(weight + i, k);
               if constexpr (has_bias) v += load(bias + i, k);
               return v;
             });
           }
+        };
+        parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
+          for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), group);
         });
       },
       weight != nullptr, bias != nullptr, stream_output(a.rows * dim * int64_t(sizeof(T))));
@@ -94,48 +114,64 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
   const int64_t dim = a.dim;
   const T* weight = static_cast<const T*>(a.weight);
   const bool want_dbias = a.dbias != nullptr;
+  const bool recompute = (a.center && !a.mean) || (a.scale && !a.rstd);
   const int64_t width = (weight ? dim : 0) + (want_dbias ? dim : 0);
+  const A inv_dim = A(1) / A(dim);
   Buffer<A> totals(width);
   with_bools(
       [&](auto has_weight, auto has_dbias, auto scale, auto stream) {
+        auto group = [&](auto rows, int64_t r, A* partial) {
+          constexpr int R = decltype(rows)::value;
+          const T *x[R], *dy[R];
+          PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+            x[j] = static_cast<const T*>(a.x) + (r + j) * a.x_row_stride;
+            dy[j] = static_cast<const T*>(a.dy) + (r + j) * a.dy_row_stride;
+          }
+          RowStats<A> s[R];
+          if (recompute) {
+            row_stats<R>(x, dim, a.center, a.scale, A(a.eps), s);
+          } else {
+            PYNORM_UNROLL for (int j = 0; j < R; ++j)
+              s[j] = {a.center ? static_cast<const A*>(a.mean)[r + j] : A(0),
+                      a.scale ? static_cast<const A*>(a.rstd)[r + j] : A(1)};
+          }
+          A* partial_dweight = partial;
+          A* partial_dbias = partial + (has_weight ? dim : 0);
+          Vec<A> sum_g[R] = {}, sum_gx[R] = {};
+          for_each_vec<A>(dim, [&](int64_t i, auto k) {
+            Vec<A> w = {}, dw = {}, db = {};
+            if constexpr (has_weight) w = load(weight + i, k), dw = load(partial_dweight + i, k);
+            if constexpr (has_dbias) db = load(partial_dbias + i, k);
+            PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+              const Vec<A> dyv = load(dy[j] + i, k);
+              const Vec<A> g = has_weight ? dyv * w : dyv;
+              const Vec<A> xhat = keep((load(x[j] + i, k) - s[j].mean) * s[j].rstd, k);
+              sum_g[j] += g;
+              sum_gx[j] += g * xhat;
+              if constexpr (has_weight) dw += dyv * xhat;
+              if constexpr (has_dbias) db += dyv;
+            }
+            if constexpr (has_weight) store<false>(partial_dweight + i, dw, k);
+            if constexpr (has_dbias) store<false>(partial_dbias + i, db, k);
+          });
+          PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+            const A mean_g = a.center ? hsum(sum_g[j]) * inv_dim : A(0);
+            const A mean_gx = hsum(sum_gx[j]) * inv_dim;
+            write_row<stream>(static_cast<T*>(a.dx) + (r + j) * dim, dim, [&](int64_t i, auto k) {
+              prefetch(x[j] + R * a.x_row_stride + i);
+              prefetch(dy[j] + R * a.dy_row_stride + i);
+              Vec<A> g = load(dy[j] + i, k);
+              if constexpr (has_weight) g *= load(weight + i, k);
+              if constexpr (!scale) return g - mean_g;  // x does not enter: NaN in x stays out
+              const Vec<A> xhat = (load(x[j] + i, k) - s[j].mean) * s[j].rstd;
+              return (g - mean_g - xhat * mean_gx) * s[j].rstd;
+            });
+          }
+        };
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,
-            [&](int64_t r, A* partial) {
-              const T* x = static_cast<const T*>(a.x) + r * a.x_row_stride;
-              const T* dy = static_cast<const T*>(a.dy) + r * a.dy_row_stride;
-              T* dx = static_cast<T*>(a.dx) + r * dim;
-              A* partial_dweight = partial;
-              A* partial_dbias = partial + (has_weight ? dim : 0);
-              const RowStats<A> s = saved_or_computed_stats(a, r, x);
-              auto g_of = [&](int64_t i, auto k) {
-                Vec<A> g = load(dy + i, k);
-                if constexpr (has_weight) g *= load(weight + i, k);
-                return g;
-              };
-              Vec<A> sum_g = {}, sum_gx = {};
-              for_each_vec<A>(dim, [&](int64_t i, auto k) {
-                const Vec<A> g = g_of(i, k);
-                const Vec<A> xhat = keep((load(x + i, k) - s.mean) * s.rstd, k);
-                sum_g += g;
-                sum_gx += g * xhat;
-                if constexpr (has_weight) {
-                  const Vec<A> dw = load(partial_dweight + i, k) + load(dy + i, k) * xhat;
-                  store<false>(partial_dweight + i, dw, k);
-                }
-                if constexpr (has_dbias) {
-                  const Vec<A> db = load(partial_dbias + i, k) + load(dy + i, k);
-                  store<false>(partial_dbias + i, db, k);
-                }
-              });
-              const A mean_g = a.center ? hsum(sum_g) / A(dim) : A(0);
-              const A mean_gx = hsum(sum_gx) / A(dim);
-              write_row<stream>(dx, dim, [&](int64_t i, auto k) {
-                prefetch(x + a.x_row_stride + i);
-                prefetch(dy + a.dy_row_stride + i);
-                if constexpr (!scale) return g_of(i, k) - mean_g;  // x does not enter: NaN in x stays out
-                const Vec<A> xhat = (load(x + i, k) - s.mean) * s.rstd;
-                return (g_of(i, k) - mean_g - xhat * mean_gx) * s.rstd;
-              });
+            [&](int64_t r0, int64_t r1, A* partial) {
+              for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), [&](auto rows, int64_t r) { group(rows, r, partial); });
             },
             totals.data);
       },

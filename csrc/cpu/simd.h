@@ -30,6 +30,11 @@
 #define PYNORM_VEC_BYTES 16
 #endif
 
+// Loops over the rows of a group (a compile-time count) are unrolled, and the functions
+// holding them inlined, so that the rows' accumulators live in registers.
+#define PYNORM_UNROLL _Pragma("GCC unroll 16")
+#define PYNORM_INLINE inline __attribute__((always_inline))
+
 namespace pynorm {
 namespace PYNORM_ISA {
 
@@ -58,11 +63,19 @@ template <class A> constexpr int kLanes = PYNORM_VEC_BYTES / sizeof(A);
 // Every lane a: a - 0 is exactly a (-0 included; {} + a is not: 0 + -0 is +0), and compiles
 // to one broadcast.
 template <class A> inline Vec<A> splat(A a) { return a - Vec<A>{}; }
-// Sum of the lanes, always in the same order.
+// Sum of the lanes by halves (lower + upper half, recursively): a tree of log2(lanes) adds,
+// in the same order every time.
 template <class V> inline auto hsum(V v) {
-  decltype(v[0] + 0) s = 0;
-  for (size_t i = 0; i < sizeof(V) / sizeof(s); ++i) s += v[i];
-  return s;
+  using E = decltype(v[0] + 0);
+  if constexpr (sizeof(V) == sizeof(E)) {
+    return E(v[0]);
+  } else {
+    typedef E HalfVec __attribute__((vector_size(sizeof(V) / 2)));
+    HalfVec lo, hi;
+    std::memcpy(&lo, &v, sizeof lo);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+    return hsum(lo + hi);
+  }
 }
 
 // a * b + c, fused where the instruction set has FMA (the build otherwise keeps a*b+c unfused).
@@ -332,9 +345,10 @@ template <class A> struct Buffer {
 // Row reductions whose result does not depend on the thread count: rows are cut into a
 // fixed number of blocks (a function of rows and dim only), each block adds its rows into
 // its own `width` partial sums in row order, and the blocks are then added in block order.
-// row(r, partial) adds row r's contribution to `partial`; total receives the sums.
-template <class A, class RowFn>
-inline void reduce_rows_in_blocks(int64_t rows, int64_t dim, int64_t width, int threads, RowFn&& row,
+// block(r0, r1, partial) adds the contributions of rows [r0, r1), in row order, to
+// `partial`; total receives the sums.
+template <class A, class BlockFn>
+inline void reduce_rows_in_blocks(int64_t rows, int64_t dim, int64_t width, int threads, BlockFn&& block,
                                   A* total) {
   int64_t blocks = rows * dim / 32768;
   blocks = blocks < 1 ? 1 : (blocks > 64 ? 64 : blocks);
@@ -344,7 +358,7 @@ inline void reduce_rows_in_blocks(int64_t rows, int64_t dim, int64_t width, int 
   parallel_for(blocks, threads, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r1 = (b + 1) * rows_per_block < rows ? (b + 1) * rows_per_block : rows;
-      for (int64_t r = b * rows_per_block; r < r1; ++r) row(r, partial.data + b * width);
+      if (b * rows_per_block < r1) block(b * rows_per_block, r1, partial.data + b * width);
     }
   });
   for (int64_t j = 0; j < width; ++j) total[j] = 0;
