@@ -382,7 +382,7 @@ template <class T> inline void store_totals(T* out, const acc_t<T>* totals, int6
 // truncation < 2e-9 relative; double: through r^14, < 4e-19).
 template <class A> struct ExpConstants;
 template <> struct ExpConstants<float> {
-  static constexpr int kTerms = 8;
+  static constexpr int kTerms = 7;
   static constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   static constexpr int kMantissa = 23, kBias = 127;
   static constexpr float kClamp = 40.0f;  // tanh(20) == 1 in float; exp(40) is still finite
@@ -414,25 +414,24 @@ template <class A> inline Vec<A> expm1_nonnegative(Vec<A> y) {
 
 // t = tanh(z) and, if wanted, s = 1 - tanh(z)^2, both accurate to a few ulp. With
 // e = expm1(2|z|): tanh|z| = e / (e + 2) and 1 - tanh^2 = 4 (e + 1) / (e + 2)^2, which
-// (unlike 1 - t*t) keeps its relative accuracy for large |z|. NaN in gives NaN out.
+// (unlike 1 - t*t) keeps its relative accuracy for large |z|. NaN in gives NaN out: the
+// clamp is written so that it passes NaN through (it compiles to one min instruction).
 template <class A, bool WithDerivative>
 inline Vec<A> tanh_vec(Vec<A> z, Vec<A>* derivative) {
   using I = Bits<A>;
   const I sign_mask = (I)splat<A>(A(-0.0));
   const Vec<A> abs_z = (Vec<A>)((I)z & ~sign_mask);
-  Vec<A> y = abs_z + abs_z;
-  y = y < ExpConstants<A>::kClamp ? y : splat<A>(ExpConstants<A>::kClamp);
-  const Vec<A> e = expm1_nonnegative<A>(y);
-  const Vec<A> inv = A(1) / (e + A(2));
-  const I is_nan = z != z;
-  Vec<A> t = (Vec<A>)((I)(e * inv) | ((I)z & sign_mask));
-  t = is_nan ? z : t;
+  const Vec<A> y = abs_z + abs_z, clamp = splat<A>(ExpConstants<A>::kClamp);
+  const Vec<A> e = expm1_nonnegative<A>(clamp < y ? clamp : y);
+  const Vec<A> sign = (Vec<A>)((I)z & sign_mask);
   if constexpr (WithDerivative) {
-    Vec<A> s = (A(4) * inv) * ((e + A(1)) * inv);
-    s = abs_z == __builtin_inf() ? splat<A>(0) : s;  // exactly 0 at +-inf, as 1 - tanh^2 is
-    *derivative = is_nan ? z : s;
+    const Vec<A> inv = A(1) / (e + A(2));
+    const Vec<A> s = (A(4) * inv) * ((e + A(1)) * inv);
+    *derivative = abs_z == __builtin_inf() ? splat<A>(0) : s;  // exactly 0 at +-inf, as 1 - tanh^2 is
+    return (Vec<A>)((I)(e * inv) | (I)sign);
+  } else {
+    return (Vec<A>)((I)(e / (e + A(2))) | (I)sign);
   }
-  return t;
 }
 
 }  // namespace PYNORM_ISA
