@@ -5,7 +5,7 @@
 // over a row that is still in L1/L2. Outputs larger than the last-level cache are written
 // with streaming stores, so writing y costs no read of y.
 //
-// Short rows are processed a group of kGroupRows at a time, their loops interleaved: a row's
+// Rows of up to 16 KiB are processed a group of kGroupRows at a time, their loops interleaved: a row's
 // sums are a chain of dependent adds ending in horizontal sums, a division and a square
 // root, and on a 32-element row that latency, not the arithmetic, is what costs. Grouping
 // changes no result: each row is computed exactly as alone, and contributions to the column
@@ -23,7 +23,7 @@ namespace {
 template <class A> struct RowStats { A mean, rstd; };
 
 constexpr int kGroupRows = 4;
-constexpr int64_t kGroupedRowBytes = 4096;  // rows up to this size are grouped (a group stays in L1)
+constexpr int64_t kGroupedRowBytes = 16384;  // rows up to this size are grouped (a group stays in L2)
 
 // Calls f(std::integral_constant<int, R>{}, r) for consecutive groups of R rows covering
 // [r0, r1): groups of kGroupRows for rows up to kGroupedRowBytes, then single rows.
