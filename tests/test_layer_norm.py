@@ -17,7 +17,7 @@ VARIANTS = {  # name: (center, scale)
     "affine_only": (False, False),
 }
 AFFINE = ["none", "weight", "weight_bias"]
-SHAPES = [(5, 1), (5, 3), (6, 7), (4, 8), (3, 9), (17, 1023), (2, 65536), (0, 8), (1, 8), (300, 64), (2, 3, 9)]
+SHAPES = [(5, 1), (5, 3), (6, 7), (4, 8), (3, 9), (17, 1023), (6, 3001), (2, 65536), (0, 8), (1, 8), (300, 64), (2, 3, 9)]
 
 
 def make_case(rng, shape, dtype, affine, loc=0.0, spread=1.0):
