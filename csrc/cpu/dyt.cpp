@@ -63,7 +63,8 @@ template <class T> void dyt_backward(const DytBackwardArgs& a) {
                     g *= load(weight + i, k);
                     store<false>(partial_dweight + i, load(partial_dweight + i, k) + dyv * t, k);
                   }
-                  if constexpr (has_dbias) store<false>(partial_dbias + i, load(partial_dbias + i, k) + dyv, k);
+                  if constexpr (has_dbias)
+                    store<false>(partial_dbias + i, load(partial_dbias + i, k) + dyv, k);
                   const Vec<A> gs = g * s;
                   sum_dalpha += keep(gs * xv, k);
                   return gs * alpha;

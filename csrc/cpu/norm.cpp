@@ -5,9 +5,10 @@
 // over a row that is still in L1/L2. Outputs larger than the last-level cache are written
 // with streaming stores, so writing y costs no read of y.
 //
-// Rows of up to 16 KiB are processed a group of kGroupRows at a time, their loops interleaved: a row's
-// sums are a chain of dependent adds ending in horizontal sums, a division and a square
-// root, and on a 32-element row that latency, not the arithmetic, is what costs. Grouping
+// Rows of up to 16 KiB are processed a group of kGroupRows at a time, their loops
+// interleaved: a row's sums are a chain of dependent adds ending in horizontal sums, a
+// division and a square root, and on a 32-element row that latency, not the arithmetic, is
+// what costs. Grouping
 // changes no result: each row is computed exactly as alone, and contributions to the column
 // sums (dweight, dbias) are still added in row order.
 #include "pynorm/norm.h"
@@ -37,7 +38,8 @@ template <class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_
 // Two-pass statistics of R rows in cache: the mean, then the centred sum of squares with the
 // classic correction term (which also refines the mean), never E[x^2] - E[x]^2.
 template <int R, class T>
-PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool center, bool scale, acc_t<T> eps, RowStats<acc_t<T>>* s) {
+PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool center, bool scale, acc_t<T> eps,
+                             RowStats<acc_t<T>>* s) {
   using A = acc_t<T>;
   const A inv_n = A(1) / A(n);  // one division per group, not one per statistic
   PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j] = {A(0), A(1)};
@@ -171,7 +173,8 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,
             [&](int64_t r0, int64_t r1, A* partial) {
-              for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), [&](auto rows, int64_t r) { group(rows, r, partial); });
+              for_each_row_group(r0, r1, dim * int64_t(sizeof(T)),
+                                 [&](auto rows, int64_t r) { group(rows, r, partial); });
             },
             totals.data);
       },

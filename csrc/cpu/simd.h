@@ -378,8 +378,8 @@ template <class T> inline void store_totals(T* out, const acc_t<T>* totals, int6
 
 // ------------------------------------------------------------------ tanh
 // expm1(y) for 0 <= y <= a few hundred, to a few ulp: y = k ln2 + r with |r| <= ln2/2,
-// expm1(y) = 2^k expm1(r) + (2^k - 1), expm1(r) by its Taylor series (float: through r^8,
-// truncation < 2e-9 relative; double: through r^14, < 4e-19).
+// expm1(y) = 2^k expm1(r) + (2^k - 1), expm1(r) by its Taylor series (float: through r^7,
+// truncation < 2e-8 relative; double: through r^14, < 4e-19).
 template <class A> struct ExpConstants;
 template <> struct ExpConstants<float> {
   static constexpr int kTerms = 7;
