@@ -20,6 +20,7 @@ from .ops import (
     layer_norm_backward,
     linear_attention,
     linear_attention_backward,
+    matmul,
     rms_norm,
     rms_norm_backward,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "layer_norm_backward",
     "linear_attention",
     "linear_attention_backward",
+    "matmul",
     "rms_norm",
     "rms_norm_backward",
     "set_num_threads",

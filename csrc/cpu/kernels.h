@@ -2,6 +2,7 @@
 #pragma once
 #include "pynorm/dyt.h"
 #include "pynorm/linear_attention.h"
+#include "pynorm/matmul.h"
 #include "pynorm/norm.h"
 #include "simd.h"
 
@@ -14,6 +15,8 @@ template <class T> void dyt_forward(const DytForwardArgs&);
 template <class T> void dyt_backward(const DytBackwardArgs&);
 template <class T> void linear_attention_forward(const LinearAttentionForwardArgs&);
 template <class T> void linear_attention_backward(const LinearAttentionBackwardArgs&);
+template <class T> void matmul(const MatmulArgs&);
+template <class T> void matmul_tn(const MatmulTnArgs&);
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

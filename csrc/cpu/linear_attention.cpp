@@ -5,11 +5,8 @@
 // q, k, v (and dout) is copied ("packed") into accumulate-type buffers whose rows are padded
 // with zeros to whole vectors; when normalising, v gets a column of ones after its dv columns
 // (v' = [v, 1]), so that the denominators come out of the same products as the numerators.
-// Every product is the same register-blocked micro-kernel, `tile`:
-//     c[MR rows x NV vectors] (+)= a[MR x depth] * b[depth x NV vectors]   (fused multiply-adds),
-// with a read by broadcasts through two strides (so a transposed a costs nothing) and b by
-// vector loads of rows. `gemm` runs it over a matrix (optionally over the triangle of a masked
-// score matrix only), `scores` builds a masked chunk x chunk score matrix.
+// Every product is gemm.h's register-blocked micro-kernel (`gemm`, optionally over the
+// triangle of a masked score matrix only); `scores` builds a masked chunk x chunk score matrix.
 //
 // Forward.  Non-causal: S = K^T V' (dk x dv'), then out = Q S (never an n x n matrix).
 //   Causal: chunk R (rows c0..c1) gets  acc_R = Q_R S + tril(Q_R K_R^T) V'_R,  then
@@ -41,8 +38,8 @@
 
 #include <utility>
 
+#include "gemm.h"
 #include "kernels.h"
-#include "simd.h"
 
 namespace pynorm {
 namespace PYNORM_ISA {
@@ -52,153 +49,6 @@ namespace {
 constexpr int64_t kChunk = 64;           // rows per chunk (a multiple of every vector width)
 constexpr int64_t kMaxSegments = 8;      // the most segments a problem is cut into
 constexpr int64_t kMinSegmentChunks = 4; // the fewest chunks in a segment
-
-// Register tiles of the micro-kernel: MR rows x NV vectors of accumulators. 3 x 4, 4 x 3, 6 x 2
-// and 12 x 1 all keep 12 accumulators + NV loads of b + 1 broadcast within the 16 vector
-// registers of SSE/AVX2; `gemm` picks the one that covers a row of c without a narrow tail.
-// Every element of c is the same chain of multiply-adds over k whatever the tile, so the tile
-// choice never changes a result.
-inline int tile_vecs(int64_t n_vecs) {
-  if (n_vecs % 4 == 0) return 4;
-  if (n_vecs % 3 == 0 || n_vecs > 4) return 3;
-  return int(n_vecs);  // 1, 2
-}
-constexpr int tile_rows(int vecs) { return vecs == 4 ? 3 : vecs == 3 ? 4 : vecs == 2 ? 6 : 12; }
-
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-inline int64_t min_of(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t max_of(int64_t a, int64_t b) { return a > b ? a : b; }
-
-// ------------------------------------------------------------------ prefetching
-// Asks for the next chunk's input rows a couple of rows at a time while the current chunk's
-// products run (gemm and scores call step() after every tile), so that the memory latency of
-// reading a chunk hides behind the arithmetic of the one before.
-struct Prefetcher {
-  static constexpr int kRowsPerTile = 2;
-  struct Range {
-    const char* base;
-    int64_t stride, rows, bytes;  // in bytes: between rows, and of a row
-  };
-  Range ranges[4];
-  int count = 0, range = 0;
-  int64_t row = 0;
-  void clear() { count = range = 0, row = 0; }
-  template <class T> void add(const T* base, int64_t stride, int64_t rows, int64_t width) {
-    if (count < 4 && rows > 0 && width > 0)
-      ranges[count++] = {reinterpret_cast<const char*>(base), stride * int64_t(sizeof(T)), rows,
-                         width * int64_t(sizeof(T))};
-  }
-  void step() {
-    for (int n = 0; n < kRowsPerTile && range < count; ++n) {
-      const Range& r = ranges[range];
-      const char* p = r.base + row * r.stride;
-      for (int64_t b = 0; b < r.bytes; b += 64) __builtin_prefetch(p + b, 0, 3);
-      __builtin_prefetch(p + r.bytes - 1, 0, 3);  // rows need not start on a cache line
-      if (++row == r.rows) row = 0, ++range;
-    }
-  }
-};
-
-// ------------------------------------------------------------------ micro-kernel
-// c[MR x NV vectors] (+)= a[MR x depth] * b[depth x NV vectors], with a(i, k) at
-// a[i * a_row + k * a_depth], b(k, :) at b + k * ldb and c(i, :) at c + i * ldc.
-template <class A, int MR, int NV, bool Accumulate>
-inline void tile(int64_t depth, const A* a, int64_t a_row, int64_t a_depth, const A* b, int64_t ldb, A* c,
-                 int64_t ldc) {
-  constexpr int L = kLanes<A>;
-  Vec<A> acc[MR][NV];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) {
-      if constexpr (Accumulate)
-        acc[i][j] = load(c + i * ldc + j * L, Full{});
-      else
-        acc[i][j] = Vec<A>{};
-    }
-  for (int64_t k = 0; k < depth; ++k) {
-    const A* bk = b + k * ldb;
-    const A* ak = a + k * a_depth;
-    Vec<A> bv[NV];
-#pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) bv[j] = load(bk + j * L, Full{});
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const Vec<A> ai = splat<A>(ak[i * a_row]);
-#pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) acc[i][j] = fmadd(ai, bv[j], acc[i][j]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) store<false>(c + i * ldc + j * L, acc[i][j], Full{});
-}
-
-// The tile for mr <= MR rows and nv <= NV vectors (edges of a matrix).
-template <class A, bool Accumulate, int MR, int NV>
-inline void tile_any(int mr, int nv, int64_t depth, const A* a, int64_t a_row, int64_t a_depth, const A* b,
-                     int64_t ldb, A* c, int64_t ldc) {
-  if (nv < NV) {
-    if constexpr (NV > 1) tile_any<A, Accumulate, MR, NV - 1>(mr, nv, depth, a, a_row, a_depth, b, ldb, c, ldc);
-  } else if (mr < MR) {
-    if constexpr (MR > 1) tile_any<A, Accumulate, MR - 1, NV>(mr, nv, depth, a, a_row, a_depth, b, ldb, c, ldc);
-  } else {
-    tile<A, MR, NV, Accumulate>(depth, a, a_row, a_depth, b, ldb, c, ldc);
-  }
-}
-
-// c[m x n_vecs vectors] (+)= a * b over the rows [0, m) and vectors [v0(r0), v1(r0)) of each
-// block of MR rows starting at r0, with depths [k0(r0), k1(r0)) (k0 is applied to a and b).
-template <class A, bool Accumulate, int MR, int NV, class Range>
-inline void tiles(int64_t m, const A* a, int64_t a_row, int64_t a_depth, const A* b, int64_t ldb, A* c,
-                  int64_t ldc, Range range, Prefetcher* ahead) {
-  constexpr int L = kLanes<A>;
-  for (int64_t r0 = 0; r0 < m; r0 += MR) {
-    const int mr = int(min_of(MR, m - r0));
-    const auto [v0, v1, k0, k1] = range(r0, r0 + mr);
-    for (int64_t j = v0; j < v1; j += NV) {
-      const int nv = int(min_of(NV, v1 - j));
-      tile_any<A, Accumulate, MR, NV>(mr, nv, k1 - k0, a + r0 * a_row + k0 * a_depth, a_row, a_depth,
-                                      b + k0 * ldb + j * L, ldb, c + r0 * ldc + j * L, ldc);
-      if (ahead) ahead->step();
-    }
-  }
-}
-
-// Calls f(std::integral_constant<int, NV>) for the tile width chosen for n_vecs.
-template <class F> inline void with_tile_vecs(int64_t n_vecs, F&& f) {
-  switch (tile_vecs(n_vecs)) {
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    default: return f(std::integral_constant<int, 1>{});
-  }
-}
-
-struct TileRange {
-  int64_t v0, v1, k0, k1;
-};
-
-// Which part of a chunk x chunk score matrix s is kept: lower keeps s(i, t) for t <= i
-// (causal, forward scan), upper keeps t >= i (reverse scan).
-enum class Mask { none, lower, upper };
-
-// c[m x n_vecs vectors] (+)= a * b, a(i, k) = a[i * a_row + k * a_depth], k < depth. With a
-// mask, a is a masked score matrix and row block [r0, r1) only runs over the depths its
-// triangle can reach: lower [0, r1), upper [r0, depth). Not inlined: every caller runs the
-// very same code, so the same inputs give the same bits wherever it is called from.
-template <class A, bool Accumulate, Mask M>
-__attribute__((noinline)) void gemm(int64_t m, int64_t n_vecs, int64_t depth, const A* a, int64_t a_row,
-                                    int64_t a_depth, const A* b, int64_t ldb, A* c, int64_t ldc,
-                                    Prefetcher* ahead) {
-  with_tile_vecs(n_vecs, [&](auto nv) {
-    constexpr int NV = decltype(nv)::value, MR = tile_rows(NV);
-    tiles<A, Accumulate, MR, NV>(m, a, a_row, a_depth, b, ldb, c, ldc, [&](int64_t r0, int64_t r1) {
-      return TileRange{0, n_vecs, M == Mask::upper ? r0 : 0, M == Mask::lower ? min_of(r1, depth) : depth};
-    }, ahead);
-  });
-}
 
 // s(i, t) = a_i . b_t for i, t < rows inside the mask, 0 outside it (for t < rows rounded up to
 // whole vectors); a is [rows x depth] with row stride lda, b is given transposed, bt[k * kChunk + t]
@@ -269,18 +119,6 @@ inline void transpose(const A* src, int64_t ld_src, int64_t rows, int64_t cols, 
       transpose_block<A>(block);
       for (int j = 0; j < nc; ++j) store<false>(dst + (c0 + j) * ld_dst + r0, block[j], Full{});
     }
-  }
-}
-
-// dst(r, :) = [src(r, 0..width), 1 if ones, zeros up to ld] in the accumulate type.
-template <class T, class A>
-inline void pack(const T* src, int64_t stride, int64_t rows, int64_t width, bool ones, A* dst, int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* s = src + r * stride;
-    A* d = dst + r * ld;
-    for_each_vec<A>(width, [&](int64_t i, auto k) { store<false>(d + i, load(s + i, k), k); });
-    for (int64_t c = width; c < ld; ++c) d[c] = 0;
-    if (ones) d[width] = 1;
   }
 }
 

@@ -19,6 +19,8 @@ const KernelTable& kernel_table() {
       PYNORM_PER_DTYPE(dyt_backward),
       PYNORM_PER_DTYPE(linear_attention_forward),
       PYNORM_PER_DTYPE(linear_attention_backward),
+      PYNORM_PER_DTYPE(matmul),
+      PYNORM_PER_DTYPE(matmul_tn),
   };
   return table;
 }

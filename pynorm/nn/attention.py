@@ -27,16 +27,6 @@ def _t(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    return a.reshape(-1, a.shape[-1])
-
-
-def _times(a: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``a @ matrix`` for a of shape (..., k) as ONE 2-d GEMM (NumPy's broadcasting matmul
-    would call BLAS once per leading index)."""
-    return (_flat(a) @ matrix).reshape(*a.shape[:-1], matrix.shape[-1])
-
-
 class LinearAttention(Module):
     """Linear (softmax-free) self-attention, ``out_i = scale * sum_j (q_i . k_j) v_j``.
 
@@ -79,8 +69,9 @@ class LinearAttention(Module):
         x = self.check_input(x, self.dim)
         if x.ndim < 2:
             raise ValueError(f"LinearAttention: x must have shape (..., N, {self.dim}), got {x.shape}")
-        if self.parametrization == "merged":
-            q, k, v = _times(x, self.params["W"].T), x, _times(x, self.params["V"].T)
+        if self.parametrization == "merged":  # q and v from ONE product: x [W^T V^T]
+            qv = _pynorm.matmul(x, np.concatenate([self.params["W"].T, self.params["V"].T], axis=1))
+            q, k, v = qv[..., : self.dim], x, qv[..., self.dim:]
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         self.save(x, q, k, v)
@@ -94,9 +85,9 @@ class LinearAttention(Module):
         dq, dk, dv = linear_attention_backward(dy, q, k, v, **self.kernel_args)
         if self.parametrization == "qkv":
             return self.q_proj.backward(dq) + self.k_proj.backward(dk) + self.v_proj.backward(dv)
-        self.accumulate("W", _flat(dq).T @ _flat(x))
-        self.accumulate("V", _flat(dv).T @ _flat(x))
-        return _times(dq, self.params["W"]) + dk + _times(dv, self.params["V"])
+        self.accumulate("W", _pynorm.matmul(dq, x, transpose_a=True))
+        self.accumulate("V", _pynorm.matmul(dv, x, transpose_a=True))
+        return _pynorm.matmul(dq, self.params["W"], add=_pynorm.matmul(dv, self.params["V"], add=dk))
 
 
 class SoftmaxAttention(Module):

@@ -2,6 +2,7 @@
 
 from .dyt import dyt, dyt_backward
 from .linear_attention import linear_attention, linear_attention_backward
+from .matmul import matmul
 from .norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "layer_norm_backward",
     "linear_attention",
     "linear_attention_backward",
+    "matmul",
     "rms_norm",
     "rms_norm_backward",
 ]

@@ -6,6 +6,7 @@
 #include "pynorm/common.h"
 #include "pynorm/dyt.h"
 #include "pynorm/linear_attention.h"
+#include "pynorm/matmul.h"
 #include "pynorm/norm.h"
 
 namespace pynorm {
@@ -18,6 +19,8 @@ struct KernelTable {
   void (*dyt_backward[kNumDTypes])(const DytBackwardArgs&);
   void (*linear_attention_forward[kNumDTypes])(const LinearAttentionForwardArgs&);
   void (*linear_attention_backward[kNumDTypes])(const LinearAttentionBackwardArgs&);
+  void (*matmul[kNumDTypes])(const MatmulArgs&);
+  void (*matmul_tn[kNumDTypes])(const MatmulTnArgs&);
 };
 
 // The table in use (the best the CPU supports, unless set_simd_level chose a lower one).

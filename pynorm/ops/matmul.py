@@ -1,0 +1,75 @@
+"""Products of a tall matrix (many rows) with a small one, on pynorm's threads.
+
+These are the projections and weight gradients of the trainer's attention layers
+(:mod:`pynorm.nn`): a few thousand rows by a few dozen columns. NumPy's BLAS runs them on one
+thread there, because its threads and pynorm's OpenMP threads fight for the cores when both
+are awake (see :func:`pynorm.nn.train.single_blas_thread`); here they run on pynorm's pool.
+CPU only. Arithmetic is float32 for float32/float16/bfloat16 storage and float64 for float64,
+and results are bitwise identical whatever the thread count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import _array
+from .._core_loader import core
+
+
+def matmul(a: Any, b: Any, *, transpose_a: bool = False, add: Any = None,
+           n_threads: Optional[int] = None) -> np.ndarray:
+    """``a @ b`` (+ ``add``) for a with many rows, or ``a^T @ b`` summed over rows.
+
+    Args:
+        a: array-like of shape (..., k); its leading axes are rows.
+        b: transpose_a=False: shape (k, n), the small matrix. transpose_a=True: shape
+            (..., n) with a's leading axes.
+        transpose_a: compute ``sum over rows r of outer(a_r, b_r)``, i.e. ``A^T B`` for the
+            row matrices A (rows x m), B (rows x n): the (m, n) weight gradient of a
+            projection. The rows are summed in a fixed partition and order.
+        add: optional (..., n) array added to ``a @ b`` (not with transpose_a).
+        n_threads: threads for this call (default: ``pynorm.get_num_threads()``).
+
+    One dtype for a and b (float32, float64, float16 or bfloat16); add is converted to it.
+
+    Returns:
+        transpose_a=False: shape (..., n); transpose_a=True: shape (m, n); a's dtype.
+
+    Example:
+        >>> import numpy as np, pynorm
+        >>> x, w = np.ones((4, 3)), np.arange(6.0).reshape(3, 2)
+        >>> pynorm.matmul(x, w, add=np.ones((4, 2)))[0].tolist()
+        [7.0, 10.0]
+        >>> pynorm.matmul(x, x, transpose_a=True).shape
+        (3, 3)
+    """
+    fn = "pynorm.matmul"
+    a = _array.as_input(a, "a", fn)
+    b = _array.as_input(b, "b", fn)
+    _array.same_dtype({"a": a, "b": b}, fn)
+    threads = _array.threads_value(n_threads, fn)
+    code = _array.dtype_code(a.dtype)
+    if transpose_a:
+        if add is not None:
+            raise ValueError(f"{fn}: add is not supported with transpose_a=True")
+        if b.shape[:-1] != a.shape[:-1]:
+            raise ValueError(f"{fn}: with transpose_a=True, a and b must have the same leading (row) axes, "
+                             f"got a {a.shape} and b {b.shape}")
+        out = np.empty((a.shape[-1], b.shape[-1]), dtype=a.dtype)
+        core().matmul_tn(_array.as_rows(a), _array.as_rows(b), out, code, threads)
+        return out
+    if b.ndim != 2 or b.shape[0] != a.shape[-1]:
+        raise ValueError(f"{fn}: b must have shape ({a.shape[-1]}, n) to multiply a of shape {a.shape}, "
+                         f"got {b.shape}")
+    shape = a.shape[:-1] + b.shape[-1:]
+    if add is not None:
+        add = _array.as_array(add, "add", fn)
+        if add.shape != shape:
+            raise ValueError(f"{fn}: add must have the result's shape {shape}, got {add.shape}")
+        add = _array.as_rows(add.astype(a.dtype, copy=False))
+    out = _array.empty(shape, a.dtype)
+    core().matmul(_array.as_rows(a), b if b.strides[-1] == b.itemsize else np.ascontiguousarray(b), add,
+                  out.reshape(_array.n_rows(out), shape[-1]), code, threads)
+    return out
