@@ -242,7 +242,8 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
     """Linear attention vs torch, float32: causal forward+backward at B=4, H=8, N=2048, D=64
     against torch's chunked form (chunk 64, batched matmuls, autograd) and its masked quadratic
     form; non-causal forward (+backward) against q @ (k^T @ v); the trainer's regime
-    (128, 33, 32); per-call overhead; NumPy's 2048^3 float32 matmul as the machine's rate.
+    (128, 33, 32); per-call overhead; the trainer's projection and weight-gradient products
+    (pynorm.matmul) against torch's; NumPy's 2048^3 float32 matmul as the machine's rate.
     pynorm and torch are timed in turns. Returns rows {case, seconds, flops, pynorm_seconds}:
     for a torch row, pynorm_seconds is the time of the pynorm row it is compared with, and
     "speedup" is seconds / pynorm_seconds."""
@@ -258,6 +259,7 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
     Bt, Nt, Dt = 128, 33, 32  # the trainer's regime
     qs, ks, vs, ds = (rng.standard_normal((Bt, Nt, Dt)).astype(np.float32) for _ in range(4))
     one = np.ones((1, 1, 1), np.float32)
+    xm, wm, gm = (rng.standard_normal(shape).astype(np.float32) for shape in ((Bt * Nt, Dt), (Dt, 2 * Dt), (Bt * Nt, 2 * Dt)))
 
     def la(q, k, v, dout=None, causal=False):
         def run():
@@ -279,6 +281,11 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
         (f"pynorm non-causal fwd+bwd ({Bt}, {Nt}, {Dt})",
          flops(Bt, Nt, Dt, Dt, False, False) + flops(Bt, Nt, Dt, Dt, False, True), la(qs, ks, vs, ds)),
         ("pynorm per-call overhead (1 token, D=1)", None, la(one, one, one)),
+        # the trainer's projection (x [W^T V^T]) and weight gradient ([dq dv]^T x)
+        (f"pynorm matmul [{Bt * Nt} x {Dt}] @ [{Dt} x {2 * Dt}]", 2 * Bt * Nt * Dt * 2 * Dt,
+         lambda: pynorm.matmul(xm, wm, n_threads=threads)),
+        (f"pynorm matmul [{Bt * Nt} x {2 * Dt}]^T [{Bt * Nt} x {Dt}]", 2 * Bt * Nt * Dt * 2 * Dt,
+         lambda: pynorm.matmul(gm, xm, transpose_a=True, n_threads=threads)),
     ]  # fmt: skip
     against = [[] for _ in groups]
     if torch is not None:
@@ -328,6 +335,8 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
             [(f"torch q @ (k^T @ v) fwd ({Bt}, {Nt}, {Dt})", fwd(linear, tqs, tks, tvs))],
             [(f"torch fwd+bwd (autograd) ({Bt}, {Nt}, {Dt})", fwd_bwd(linear, tds, tqs, tks, tvs))],
             [("torch per-call overhead (same)", fwd(linear, t1, t1, t1))],
+            [("torch x @ w (same)", fwd(torch.matmul, *(torch.from_numpy(a) for a in (xm, wm))))],
+            [("torch g^T @ x (same)", fwd(lambda g, x: g.T @ x, *(torch.from_numpy(a) for a in (gm, xm))))],
         ]  # fmt: skip
     else:
         progress("torch is not installed: the torch rows are skipped")

@@ -19,7 +19,7 @@ namespace PYNORM_ISA {
 
 namespace {
 
-constexpr int64_t kRows = 64;  // rows of a per chunk
+constexpr int64_t kRows = 24;  // rows of a per chunk (a, b and the scratch block stay in L1)
 
 // Rows [r0, r0 + rows) of a [.. x cols] strided matrix in the accumulate type: the matrix
 // itself when it has that type (its stride returned in ld), else a copy in scratch.
