@@ -83,24 +83,29 @@ class L2Norm(Module):
     """P1's LN: every token (row here, column in the paper) divided by its l2 norm,
     ``x / sqrt(||x||^2 + eps)`` (eps = 0 by default: no centring, no sqrt(dim), no affine).
 
-    Computed as ``rms_norm(x, eps / dim) / sqrt(dim)``, which is the same function.
+    Computed as ``rms_norm(x, eps / dim)`` with every weight 1 / sqrt(dim), which is the same
+    function, in one pass over x (forward and backward).
     """
 
     def __init__(self, *, eps: float = 0.0, dtype: Any = np.float64):
         super().__init__(dtype)
         self.eps = float(eps)
+        self._scales = {}  # dim -> the constant weight vector 1 / sqrt(dim)
+
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        dim = x.shape[-1]
+        if dim not in self._scales:
+            self._scales[dim] = np.full(dim, 1.0 / math.sqrt(dim), dtype=self.dtype)
+        return self._scales[dim]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        dim = x.shape[-1]
-        y, rstd = ops.rms_norm(x, None, self.eps / dim, return_stats=True)
-        y *= 1.0 / math.sqrt(dim)
+        y, rstd = ops.rms_norm(x, self._scale(x), self.eps / x.shape[-1], return_stats=True)
         self.save(x, rstd)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x, rstd = self.saved()
-        dim = x.shape[-1]
-        dx, _ = ops.rms_norm_backward(dy * (1.0 / math.sqrt(dim)), x, None, self.eps / dim, rstd=rstd)
+        dx, _ = ops.rms_norm_backward(dy, x, self._scale(x), self.eps / x.shape[-1], rstd=rstd)
         return dx
 
 
