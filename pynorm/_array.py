@@ -54,9 +54,12 @@ def dtype_code(dtype: np.dtype) -> int:
     return _DTYPE_CODES[np.dtype(dtype)]
 
 
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def accumulate_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype of statistics and reductions: float64 for float64, float32 otherwise."""
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+    return _FLOAT64 if dtype == _FLOAT64 else _FLOAT32
 
 
 def _from_torch(x: Any, name: str, fn: str) -> np.ndarray:
@@ -176,6 +179,8 @@ def row_stats(stat: Any, x: np.ndarray, name: str, fn: str) -> Optional[np.ndarr
 
 def scalar(value: Any, name: str, fn: str) -> float:
     """A float, a 0-d array or a one-element array (e.g. DyT's alpha) as a Python float."""
+    if type(value) is float:
+        return value
     if _is_torch_tensor(value):
         value = value.detach().cpu().double().numpy()
     try:
@@ -317,6 +322,10 @@ def is_gpu(x: Any) -> bool:
     return False
 
 
+# Argument types that are never GPU arrays: the per-call check skips them (it runs on every call).
+_NEVER_GPU = frozenset({np.ndarray, type(None), bool, int, float, str})
+
+
 def dispatch(cuda_impl):
     """Decorator of a public op: calls ``cuda_impl`` (same signature) when any argument is a
     GPU array, the decorated CPU implementation otherwise. Mixed CPU/GPU arguments end up in
@@ -326,10 +335,10 @@ def dispatch(cuda_impl):
         @functools.wraps(cpu_impl)
         def op(*args, **kwargs):
             for a in args:
-                if type(a) is not np.ndarray and is_gpu(a):
+                if type(a) not in _NEVER_GPU and is_gpu(a):
                     return cuda_impl(*args, **kwargs)
             for a in kwargs.values():
-                if type(a) is not np.ndarray and is_gpu(a):
+                if type(a) not in _NEVER_GPU and is_gpu(a):
                     return cuda_impl(*args, **kwargs)
             return cpu_impl(*args, **kwargs)
 
