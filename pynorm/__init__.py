@@ -21,6 +21,8 @@ from .ops import (
     linear_attention,
     linear_attention_backward,
     matmul,
+    merged_linear_attention,
+    merged_linear_attention_backward,
     rms_norm,
     rms_norm_backward,
 )
@@ -36,6 +38,8 @@ __all__ = [
     "linear_attention",
     "linear_attention_backward",
     "matmul",
+    "merged_linear_attention",
+    "merged_linear_attention_backward",
     "rms_norm",
     "rms_norm_backward",
     "set_num_threads",

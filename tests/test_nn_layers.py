@@ -166,6 +166,20 @@ def test_linear_attention_merged(rng, causal):
     check_layer(layer, rng.standard_normal((2, 5, 6)), reference, rng)
 
 
+@pytest.mark.parametrize("causal", [False, True])  # fused residual (non-causal) and the generic one
+def test_linear_attention_residual(rng, causal):
+    layer = nn.LinearAttention(6, causal=causal, init_std=0.3, rng=rng)
+    x, dy = rng.standard_normal((2, 2, 5, 6))
+    y = layer.forward_residual(x)
+    dx = layer.backward_residual(dy)
+    grads = {k: v.copy() for k, v in layer.gradients().items()}
+    layer.zero_grad()
+    close(y, x + layer(x), "x + attention(x)")
+    close(dx, dy + layer.backward(dy), "dy + backward(dy)")
+    for name, g in layer.gradients().items():
+        close(grads[name], g, name)
+
+
 def test_linear_attention_qkv(rng):
     layer = nn.LinearAttention(6, parametrization="qkv", causal=True, normalize=True, key_dim=4, value_dim=5,
                                bias=True, rng=rng)

@@ -3,6 +3,7 @@
 #include "pynorm/dyt.h"
 #include "pynorm/linear_attention.h"
 #include "pynorm/matmul.h"
+#include "pynorm/merged_attention.h"
 #include "pynorm/norm.h"
 #include "simd.h"
 
@@ -17,6 +18,8 @@ template <class T> void linear_attention_forward(const LinearAttentionForwardArg
 template <class T> void linear_attention_backward(const LinearAttentionBackwardArgs&);
 template <class T> void matmul(const MatmulArgs&);
 template <class T> void matmul_tn(const MatmulTnArgs&);
+template <class T> void merged_attention_forward(const MergedAttentionArgs&);
+template <class T> void merged_attention_backward(const MergedAttentionBackwardArgs&);
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

@@ -82,46 +82,6 @@ template <class A> inline void zero(A* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = 0;
 }
 
-// In-register transpose of an L x L block held as L vectors: for each bit h of the lane index,
-// rows i and i + h (i without bit h) exchange the lanes whose bit h differs from the row's, so
-// that after every bit element (r, c) has moved to (c, r).
-template <class A, int H, int... l>
-inline void transpose_stage(Vec<A>* rows, std::integer_sequence<int, l...>) {
-  constexpr int L = kLanes<A>;
-  for (int i = 0; i < L; ++i) {
-    if (i & H) continue;
-    const Vec<A> a = rows[i], b = rows[i + H];
-    rows[i] = __builtin_shufflevector(a, b, ((l & H) ? L + l - H : l)...);
-    rows[i + H] = __builtin_shufflevector(a, b, ((l & H) ? L + l : l + H)...);
-  }
-}
-template <class A, int H = kLanes<A> / 2> inline void transpose_block(Vec<A>* rows) {
-  if constexpr (H >= 1) {
-    transpose_stage<A, H>(rows, std::make_integer_sequence<int, kLanes<A>>{});
-    transpose_block<A, H / 2>(rows);
-  }
-}
-
-// dst(c, r) = src(r, c) for r < rows, c < cols; dst(c, r) = 0 for rows <= r < rows rounded up
-// to whole vectors (ld_dst must hold that many). Whole L x L blocks in registers.
-template <class A>
-inline void transpose(const A* src, int64_t ld_src, int64_t rows, int64_t cols, A* dst, int64_t ld_dst) {
-  constexpr int L = kLanes<A>;
-  for (int64_t c0 = 0; c0 < cols; c0 += L) {
-    const int nc = int(min_of(L, cols - c0));
-    for (int64_t r0 = 0; r0 < rows; r0 += L) {
-      const int nr = int(min_of(L, rows - r0));
-      Vec<A> block[L];
-      for (int i = 0; i < L; ++i) {
-        const A* row = src + (r0 + i) * ld_src + c0;
-        block[i] = i >= nr ? Vec<A>{} : nc == L ? load(row, Full{}) : load(row, nc);
-      }
-      transpose_block<A>(block);
-      for (int j = 0; j < nc; ++j) store<false>(dst + (c0 + j) * ld_dst + r0, block[j], Full{});
-    }
-  }
-}
-
 // out(r, :) = scale * acc(r, 0..width), rounded to the storage type; out is contiguous.
 template <class T, class A>
 inline void store_scaled(const A* acc, int64_t ld, int64_t rows, int64_t width, A scale, T* out) {

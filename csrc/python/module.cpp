@@ -12,6 +12,7 @@ void register_norm(py::module_& m);
 void register_dyt(py::module_& m);
 void register_linear_attention(py::module_& m);
 void register_matmul(py::module_& m);
+void register_merged_attention(py::module_& m);
 }  // namespace pynorm
 
 PYBIND11_MODULE(_core, m) {
@@ -36,4 +37,5 @@ PYBIND11_MODULE(_core, m) {
   pynorm::register_dyt(m);
   pynorm::register_linear_attention(m);
   pynorm::register_matmul(m);
+  pynorm::register_merged_attention(m);
 }

@@ -37,7 +37,10 @@ class LinearAttention(Module):
       * ``"qkv"`` -- Linear projections q, k (dim -> key_dim), v (dim -> value_dim) and an
         output projection (value_dim -> dim); ``bias`` applies to all four.
 
-    ``causal``, ``normalize``, ``eps`` and ``scale`` are passed to the kernel.
+    ``causal``, ``normalize``, ``eps`` and ``scale`` are passed to the kernel. The merged form,
+    non-causal and unnormalised (P1's), runs on :func:`pynorm.merged_linear_attention`, which
+    also fuses the residual of :meth:`forward_residual`; otherwise the merged projections are
+    :func:`pynorm.matmul` products around :func:`pynorm.linear_attention`.
     """
 
     PARAMETRIZATIONS = ("merged", "qkv")
@@ -65,10 +68,32 @@ class LinearAttention(Module):
                 self.add_child(name, Linear(self.dim, width, bias, dtype=dtype, rng=rng))
             self.add_child("out_proj", Linear(value_dim, self.dim, bias, dtype=dtype, rng=rng))
 
+    @property
+    def fused(self) -> bool:
+        """Whether the layer runs on pynorm.merged_linear_attention (P1's merged form,
+        non-causal, unnormalised): projections, attention and their gradients in one kernel."""
+        return self.parametrization == "merged" and not self.kernel_args["causal"] and not self.kernel_args["normalize"]
+
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, False)
+
+    def forward_residual(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, True) if self.fused else super().forward_residual(x)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return self._backward(dy, False)
+
+    def backward_residual(self, dy: np.ndarray) -> np.ndarray:
+        return self._backward(dy, True) if self.fused else super().backward_residual(dy)
+
+    def _forward(self, x: np.ndarray, residual: bool) -> np.ndarray:
         x = self.check_input(x, self.dim)
         if x.ndim < 2:
             raise ValueError(f"LinearAttention: x must have shape (..., N, {self.dim}), got {x.shape}")
+        if self.fused:
+            self.save(x)
+            return _pynorm.merged_linear_attention(x, self.params["W"], self.params["V"],
+                                                   scale=self.kernel_args["scale"], residual=residual)
         if self.parametrization == "merged":  # q and v from ONE product: x [W^T V^T]
             qv = _pynorm.matmul(x, np.concatenate([self.params["W"].T, self.params["V"].T], axis=1))
             q, k, v = qv[..., : self.dim], x, qv[..., self.dim:]
@@ -78,7 +103,14 @@ class LinearAttention(Module):
         out = linear_attention(q, k, v, **self.kernel_args)
         return out if self.parametrization == "merged" else self.out_proj(out)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def _backward(self, dy: np.ndarray, residual: bool) -> np.ndarray:
+        if self.fused:
+            (x,) = self.saved()
+            dx, dW, dV = _pynorm.merged_linear_attention_backward(
+                dy, x, self.params["W"], self.params["V"], scale=self.kernel_args["scale"], residual=residual)
+            self.accumulate("W", dW)
+            self.accumulate("V", dV)
+            return dx
         x, q, k, v = self.saved()
         if self.parametrization == "qkv":
             dy = self.out_proj.backward(dy)

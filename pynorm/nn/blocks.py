@@ -52,11 +52,10 @@ class LoopedBlock(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         for _ in range(self.loops):
-            x = self.norm(x + self.attention(x))
+            x = self.norm(self.attention.forward_residual(x))  # x + attention(x), fused where possible
         return x
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         for _ in range(self.loops):
-            dz = self.norm.backward(dy)
-            dy = dz + self.attention.backward(dz)
+            dy = self.attention.backward_residual(self.norm.backward(dy))
         return dy

@@ -144,6 +144,15 @@ class Module:
     def __call__(self, *inputs: Any) -> Any:
         return self.forward(*inputs)
 
+    def forward_residual(self, x: Any) -> Any:
+        """``x + forward(x)`` (a residual connection around the module); modules that can fuse
+        the sum into their kernels override it, with :meth:`backward_residual`."""
+        return x + self.forward(x)
+
+    def backward_residual(self, dy: Any) -> Any:
+        """The backward of :meth:`forward_residual`: ``dy + backward(dy)``."""
+        return dy + self.backward(dy)
+
     def check_input(self, x: np.ndarray, dim: int, what: str = "x") -> np.ndarray:
         """x as an array of the module's dtype whose last axis has ``dim`` entries."""
         x = np.asarray(x)

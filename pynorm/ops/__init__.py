@@ -3,6 +3,7 @@
 from .dyt import dyt, dyt_backward
 from .linear_attention import linear_attention, linear_attention_backward
 from .matmul import matmul
+from .merged_attention import merged_linear_attention, merged_linear_attention_backward
 from .norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "linear_attention",
     "linear_attention_backward",
     "matmul",
+    "merged_linear_attention",
+    "merged_linear_attention_backward",
     "rms_norm",
     "rms_norm_backward",
 ]

@@ -7,6 +7,7 @@
 #include "pynorm/dyt.h"
 #include "pynorm/linear_attention.h"
 #include "pynorm/matmul.h"
+#include "pynorm/merged_attention.h"
 #include "pynorm/norm.h"
 
 namespace pynorm {
@@ -21,6 +22,8 @@ struct KernelTable {
   void (*linear_attention_backward[kNumDTypes])(const LinearAttentionBackwardArgs&);
   void (*matmul[kNumDTypes])(const MatmulArgs&);
   void (*matmul_tn[kNumDTypes])(const MatmulTnArgs&);
+  void (*merged_attention_forward[kNumDTypes])(const MergedAttentionArgs&);
+  void (*merged_attention_backward[kNumDTypes])(const MergedAttentionBackwardArgs&);
 };
 
 // The table in use (the best the CPU supports, unless set_simd_level chose a lower one).
