@@ -30,6 +30,21 @@ void* square_output(py::array& a, int64_t d, DType dtype, const char* name) {
   return a.mutable_data();
 }
 
+// The fields forward and backward share: sizes, x, the weights, scale, residual, threads.
+template <class Args>
+void set_common(Args& a, const Matrices& xm, const py::array& w, const py::array& v, DType dtype, double scale,
+                bool residual, int threads) {
+  a.problems = xm.problems;
+  a.n = xm.rows;
+  a.d = xm.cols;
+  a.x = batch_of(xm);
+  a.w = weight_of(w, a.d, dtype, "W");
+  a.v = weight_of(v, a.d, dtype, "V");
+  a.scale = scale;
+  a.residual = residual;
+  a.threads = threads_for(merged_attention_work(a.problems, a.n, a.d, itemsize(dtype)), threads);
+}
+
 }  // namespace
 
 void register_merged_attention(py::module_& m) {
@@ -42,16 +57,8 @@ void register_merged_attention(py::module_& m) {
         check_same(om, xm, "out");
         require_writable_contiguous(out, "out");
         MergedAttentionArgs a;
-        a.problems = xm.problems;
-        a.n = xm.rows;
-        a.d = xm.cols;
-        a.x = batch_of(xm);
-        a.w = weight_of(w, a.d, dtype, "W");
-        a.v = weight_of(v, a.d, dtype, "V");
+        set_common(a, xm, w, v, dtype, scale, residual, threads);
         a.out = om.data;
-        a.scale = scale;
-        a.residual = residual;
-        a.threads = threads_for(merged_attention_work(a.problems, a.n, a.d, itemsize(dtype)), threads);
         py::gil_scoped_release release;
         kernels().merged_attention_forward[dtype_code](a);
       },
@@ -69,19 +76,11 @@ void register_merged_attention(py::module_& m) {
         check_same(dxm, xm, "dx");
         require_writable_contiguous(dx, "dx");
         MergedAttentionBackwardArgs a;
-        a.problems = xm.problems;
-        a.n = xm.rows;
-        a.d = xm.cols;
+        set_common(a, xm, w, v, dtype, scale, residual, threads);
         a.dout = batch_of(dom);
-        a.x = batch_of(xm);
-        a.w = weight_of(w, a.d, dtype, "W");
-        a.v = weight_of(v, a.d, dtype, "V");
         a.dx = dxm.data;
         a.dw = square_output(dw, a.d, dtype, "dW");
         a.dv = square_output(dv, a.d, dtype, "dV");
-        a.scale = scale;
-        a.residual = residual;
-        a.threads = threads_for(merged_attention_work(a.problems, a.n, a.d, itemsize(dtype)), threads);
         py::gil_scoped_release release;
         kernels().merged_attention_backward[dtype_code](a);
       },
