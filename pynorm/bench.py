@@ -242,7 +242,8 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
     """Linear attention vs torch, float32: causal forward+backward at B=4, H=8, N=2048, D=64
     against torch's chunked form (chunk 64, batched matmuls, autograd) and its masked quadratic
     form; non-causal forward (+backward) against q @ (k^T @ v); the trainer's regime
-    (128, 33, 32); per-call overhead; the trainer's projection and weight-gradient products
+    (128, 33, 32) and P1's fused form of it (projections included, flops counted as the
+    projections plus attention); per-call overhead; the trainer's projection and weight-gradient products
     (pynorm.matmul) against torch's; NumPy's 2048^3 float32 matmul as the machine's rate.
     pynorm and torch are timed in turns. Returns rows {case, seconds, flops, pynorm_seconds}:
     for a torch row, pynorm_seconds is the time of the pynorm row it is compared with, and
@@ -281,6 +282,10 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
         (f"pynorm non-causal fwd+bwd ({Bt}, {Nt}, {Dt})",
          flops(Bt, Nt, Dt, Dt, False, False) + flops(Bt, Nt, Dt, Dt, False, True), la(qs, ks, vs, ds)),
         ("pynorm per-call overhead (1 token, D=1)", None, la(one, one, one)),
+        (f"pynorm P1 fused fwd+bwd ({Bt}, {Nt}, {Dt})",
+         2 * flops(Bt, Nt, Dt, Dt, False, False) + 2 * flops(Bt, Nt, Dt, Dt, False, True),
+         lambda: (pynorm.merged_linear_attention(qs, wm[:, :Dt], wm[:, Dt:].T, n_threads=threads),
+                  pynorm.merged_linear_attention_backward(ds, qs, wm[:, :Dt], wm[:, Dt:].T, n_threads=threads))),
         # the trainer's projection (x [W^T V^T]) and weight gradient ([dq dv]^T x)
         (f"pynorm matmul [{Bt * Nt} x {Dt}] @ [{Dt} x {2 * Dt}]", 2 * Bt * Nt * Dt * 2 * Dt,
          lambda: pynorm.matmul(xm, wm, n_threads=threads)),
@@ -309,6 +314,9 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
         def linear(q, k, v):
             return q @ (k.transpose(-1, -2) @ v)
 
+        def merged(x, W, V):
+            return (x @ W.T) @ (x.transpose(-1, -2) @ (x @ V.T))
+
         def fwd(f, *inputs):
             def run():
                 with torch.no_grad():
@@ -335,6 +343,9 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
             [(f"torch q @ (k^T @ v) fwd ({Bt}, {Nt}, {Dt})", fwd(linear, tqs, tks, tvs))],
             [(f"torch fwd+bwd (autograd) ({Bt}, {Nt}, {Dt})", fwd_bwd(linear, tds, tqs, tks, tvs))],
             [("torch per-call overhead (same)", fwd(linear, t1, t1, t1))],
+            [(f"torch autograd, same ({Bt}, {Nt}, {Dt})",
+              fwd_bwd(merged, tds, tqs, *(torch.from_numpy(np.ascontiguousarray(a)).requires_grad_()
+                                          for a in (wm[:, :Dt], wm[:, Dt:].T))))],
             [("torch x @ w (same)", fwd(torch.matmul, *(torch.from_numpy(a) for a in (xm, wm))))],
             [("torch g^T @ x (same)", fwd(lambda g, x: g.T @ x, *(torch.from_numpy(a) for a in (gm, xm))))],
         ]  # fmt: skip
