@@ -261,6 +261,7 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
     qs, ks, vs, ds = (rng.standard_normal((Bt, Nt, Dt)).astype(np.float32) for _ in range(4))
     one = np.ones((1, 1, 1), np.float32)
     xm, wm, gm = (rng.standard_normal(shape).astype(np.float32) for shape in ((Bt * Nt, Dt), (Dt, 2 * Dt), (Bt * Nt, 2 * Dt)))
+    wq, wv = np.ascontiguousarray(wm[:, :Dt]), np.ascontiguousarray(wm[:, Dt:].T)  # P1's W, V
 
     def la(q, k, v, dout=None, causal=False):
         def run():
@@ -284,8 +285,8 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
         ("pynorm per-call overhead (1 token, D=1)", None, la(one, one, one)),
         (f"pynorm P1 fused fwd+bwd ({Bt}, {Nt}, {Dt})",
          2 * flops(Bt, Nt, Dt, Dt, False, False) + 2 * flops(Bt, Nt, Dt, Dt, False, True),
-         lambda: (pynorm.merged_linear_attention(qs, wm[:, :Dt], wm[:, Dt:].T, n_threads=threads),
-                  pynorm.merged_linear_attention_backward(ds, qs, wm[:, :Dt], wm[:, Dt:].T, n_threads=threads))),
+         lambda: (pynorm.merged_linear_attention(qs, wq, wv, n_threads=threads),
+                  pynorm.merged_linear_attention_backward(ds, qs, wq, wv, n_threads=threads))),
         # the trainer's projection (x [W^T V^T]) and weight gradient ([dq dv]^T x)
         (f"pynorm matmul [{Bt * Nt} x {Dt}] @ [{Dt} x {2 * Dt}]", 2 * Bt * Nt * Dt * 2 * Dt,
          lambda: pynorm.matmul(xm, wm, n_threads=threads)),
@@ -344,8 +345,7 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
             [(f"torch fwd+bwd (autograd) ({Bt}, {Nt}, {Dt})", fwd_bwd(linear, tds, tqs, tks, tvs))],
             [("torch per-call overhead (same)", fwd(linear, t1, t1, t1))],
             [(f"torch autograd, same ({Bt}, {Nt}, {Dt})",
-              fwd_bwd(merged, tds, tqs, *(torch.from_numpy(np.ascontiguousarray(a)).requires_grad_()
-                                          for a in (wm[:, :Dt], wm[:, Dt:].T))))],
+              fwd_bwd(merged, tds, tqs, *(torch.from_numpy(a).requires_grad_() for a in (wq, wv))))],
             [("torch x @ w (same)", fwd(torch.matmul, *(torch.from_numpy(a) for a in (xm, wm))))],
             [("torch g^T @ x (same)", fwd(lambda g, x: g.T @ x, *(torch.from_numpy(a) for a in (gm, xm))))],
         ]  # fmt: skip

@@ -176,6 +176,23 @@ inline void pack(const T* src, int64_t stride, int64_t rows, int64_t width, bool
   }
 }
 
+// out(r, :) = scale * acc(r, 0..width) (+ add(r, :) when add is given, its rows add_stride
+// apart), rounded to the storage type; out is contiguous.
+template <class T, class A>
+inline void store_rows(const A* acc, int64_t ld, int64_t rows, int64_t width, A scale, T* out,
+                       const T* add = nullptr, int64_t add_stride = 0) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const A* sum = acc + r * ld;
+    T* o = out + r * width;
+    if (add) {
+      const T* plus = add + r * add_stride;
+      write_row<false>(o, width, [&](int64_t i, auto k) { return load(sum + i, k) * scale + load(plus + i, k); });
+    } else {
+      write_row<false>(o, width, [&](int64_t i, auto k) { return load(sum + i, k) * scale; });
+    }
+  }
+}
+
 // In-register transpose of an L x L block held as L vectors: for each bit h of the lane index,
 // rows i and i + h (i without bit h) exchange the lanes whose bit h differs from the row's, so
 // that after every bit element (r, c) has moved to (c, r).

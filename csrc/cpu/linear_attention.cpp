@@ -82,13 +82,6 @@ template <class A> inline void zero(A* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = 0;
 }
 
-// out(r, :) = scale * acc(r, 0..width), rounded to the storage type; out is contiguous.
-template <class T, class A>
-inline void store_scaled(const A* acc, int64_t ld, int64_t rows, int64_t width, A scale, T* out) {
-  for (int64_t r = 0; r < rows; ++r)
-    write_row<false>(out + r * width, width, [&](int64_t i, auto k) { return load(acc + r * ld + i, k) * scale; });
-}
-
 // ------------------------------------------------------------------ sizes and scratch
 struct Dims {
   int64_t n, dk, dv;
@@ -253,7 +246,7 @@ template <class T> struct LinearAttention {
     gemm<A, true, Mask::lower>(rows, d.dvp / L, rows, w.scores, kChunk, 1, w.v, d.dvp, w.acc, w.acc_ld, &w.ahead);
   }
   void store_forward(const Problem<T>& p, int64_t c0, int64_t rows, const Workspace<A>& w) const {
-    if (!normalize) return store_scaled(w.acc, w.acc_ld, rows, d.dv, scale, p.out + c0 * d.dv);
+    if (!normalize) return store_rows(w.acc, w.acc_ld, rows, d.dv, scale, p.out + c0 * d.dv);
     for (int64_t r = 0; r < rows; ++r) {
       const A* acc = w.acc + r * w.acc_ld;
       const A den = scale * acc[d.dv] + eps;
@@ -321,7 +314,7 @@ template <class T> struct LinearAttention {
       transpose(w.v, d.dvp, rows, d.dv1, w.xt, kChunk);
       scores<A, Mask::lower>(rows, d.dv1, w.g, d.dvp, w.xt, w.scores, &w.ahead);
       gemm<A, true, Mask::lower>(rows, d.dkp / L, rows, w.scores, kChunk, 1, w.k, d.dkp, w.acc, w.acc_ld, &w.ahead);
-      store_scaled(w.acc, w.acc_ld, rows, d.dk, scale, p.dq + c0 * d.dk);
+      store_rows(w.acc, w.acc_ld, rows, d.dk, scale, p.dq + c0 * d.dk);
       add_kv(w.local, rows, w);
     }
   }
@@ -339,7 +332,7 @@ template <class T> struct LinearAttention {
         pack_g(p, c0, rows, w);
       }
       gemm<A, false, Mask::none>(rows, d.dkp / L, d.dv1, w.g, d.dvp, 1, state_t, d.dkp, w.acc, w.acc_ld, &w.ahead);
-      store_scaled(w.acc, w.acc_ld, rows, d.dk, scale, p.dq + c0 * d.dk);
+      store_rows(w.acc, w.acc_ld, rows, d.dk, scale, p.dq + c0 * d.dk);
       add_qg(reverse_local, rows, w);
     }
   }
@@ -364,7 +357,7 @@ template <class T> struct LinearAttention {
       scores<A, Mask::upper>(rows, d.dk, w.k, d.dkp, w.xt, w.scores, &w.ahead);
       gemm<A, true, Mask::upper>(rows, d.dvp / L, rows, w.scores, kChunk, 1, w.g, d.dvp, w.acc, w.acc_ld, &w.ahead);
     }
-    store_scaled(w.acc, w.acc_ld, rows, d.dv, scale, p.dv + c0 * d.dv);
+    store_rows(w.acc, w.acc_ld, rows, d.dv, scale, p.dv + c0 * d.dv);
     // dk: acc = v' T^T (+ triu(v' g'^T) q)
     gemm<A, false, Mask::none>(rows, d.dkp / L, d.dv1, w.v, d.dvp, 1, state_t, d.dkp, w.acc, w.acc_ld, &w.ahead);
     if (causal) {
@@ -372,7 +365,7 @@ template <class T> struct LinearAttention {
       scores<A, Mask::upper>(rows, d.dv1, w.v, d.dvp, w.xt, w.scores, &w.ahead);
       gemm<A, true, Mask::upper>(rows, d.dkp / L, rows, w.scores, kChunk, 1, w.q, d.dkp, w.acc, w.acc_ld, &w.ahead);
     }
-    store_scaled(w.acc, w.acc_ld, rows, d.dk, scale, p.dk + c0 * d.dk);
+    store_rows(w.acc, w.acc_ld, rows, d.dk, scale, p.dk + c0 * d.dk);
   }
   // The causal dk, dv of segment s, whose later segments sum to prefix (of q^T g').
   void dkdv_causal_segment(const Problem<T>& p, int64_t s, const A* prefix, Workspace<A>& w) const {

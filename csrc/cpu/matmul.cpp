@@ -53,16 +53,8 @@ template <class T> void matmul(const MatmulArgs& a) {
       int64_t lda;
       const A* x = chunk_rows<T>(a.a, r0, rows, a.k, rows_scratch.data, lda);
       gemm<A, false, Mask::none>(rows, np / L, a.k, x, lda, 1, b.data, np, acc.data, np, nullptr);
-      T* out = static_cast<T*>(a.out) + r0 * a.n;
-      for (int64_t r = 0; r < rows; ++r) {
-        const A* sum = acc.data + r * np;
-        if (a.add.data) {
-          const T* add = static_cast<const T*>(a.add.data) + (r0 + r) * a.add.row_stride;
-          write_row<false>(out + r * a.n, a.n, [&](int64_t i, auto k) { return load(sum + i, k) + load(add + i, k); });
-        } else {
-          write_row<false>(out + r * a.n, a.n, [&](int64_t i, auto k) { return load(sum + i, k); });
-        }
-      }
+      const T* add = a.add.data ? static_cast<const T*>(a.add.data) + r0 * a.add.row_stride : nullptr;
+      store_rows(acc.data, np, rows, a.n, A(1), static_cast<T*>(a.out) + r0 * a.n, add, a.add.row_stride);
     }
   });
 }
@@ -84,9 +76,7 @@ template <class T> void matmul_tn(const MatmulTnArgs& a) {
       gemm<A, true, Mask::none>(a.m, np / L, rows, x, 1, lda, b_rows.data, np, partial, np, nullptr);
     }
   }, total.data);
-  T* out = static_cast<T*>(a.out);
-  for (int64_t i = 0; i < a.m; ++i)
-    for (int64_t j = 0; j < a.n; ++j) out[i * a.n + j] = from_acc<T>(total.data[i * np + j]);
+  store_rows(total.data, np, a.m, a.n, A(1), static_cast<T*>(a.out));
 }
 
 template void matmul<float>(const MatmulArgs&);

@@ -83,15 +83,8 @@ template <class T> void merged_attention_forward(const MergedAttentionArgs& a) {
       const T* x = static_cast<const T*>(a.x.data) + p * a.x.problem_stride;
       merged_products(x, a.x.row_stride, mw, w);
       gemm<A, false, Mask::none>(n, dp / L, d, w.qv, 2 * dp, 1, w.s, dp, w.acc, dp, nullptr);
-      T* out = static_cast<T*>(a.out) + p * n * d;
-      for (int64_t r = 0; r < n; ++r) {
-        const A* o = w.acc + r * dp;
-        const T* xr = x + r * a.x.row_stride;
-        if (a.residual)
-          write_row<false>(out + r * d, d, [&](int64_t i, auto k) { return load(o + i, k) * scale + load(xr + i, k); });
-        else
-          write_row<false>(out + r * d, d, [&](int64_t i, auto k) { return load(o + i, k) * scale; });
-      }
+      store_rows(w.acc, dp, n, d, scale, static_cast<T*>(a.out) + p * n * d, a.residual ? x : nullptr,
+                 a.x.row_stride);
     }
   });
 }
@@ -124,22 +117,12 @@ template <class T> void merged_attention_backward(const MergedAttentionBackwardA
         gemm<A, true, Mask::none>(n, dp / L, d, w.dvv, dp, 1, mw.vb.data, dp, w.acc, dp, nullptr);
         gemm<A, true, Mask::none>(d, dp / L, n, w.dq, 1, dp, w.x, dp, partial, dp, nullptr);          // dW
         gemm<A, true, Mask::none>(d, dp / L, n, w.dvv, 1, dp, w.x, dp, partial + size, dp, nullptr);  // dV
-        T* dx = static_cast<T*>(a.dx) + p * n * d;
-        for (int64_t r = 0; r < n; ++r) {
-          const A* sum = w.acc + r * dp;
-          const T* gr = dout + r * a.dout.row_stride;
-          if (a.residual)
-            write_row<false>(dx + r * d, d, [&](int64_t i, auto k) { return load(sum + i, k) + load(gr + i, k); });
-          else
-            write_row<false>(dx + r * d, d, [&](int64_t i, auto k) { return load(sum + i, k); });
-        }
+        store_rows(w.acc, dp, n, d, A(1), static_cast<T*>(a.dx) + p * n * d, a.residual ? dout : nullptr,
+                   a.dout.row_stride);
       }
     }, totals.data);
-  for (int64_t i = 0; i < d; ++i)
-    for (int64_t j = 0; j < d; ++j) {
-      static_cast<T*>(a.dw)[i * d + j] = from_acc<T>(totals.data[i * dp + j]);
-      static_cast<T*>(a.dv)[i * d + j] = from_acc<T>(totals.data[size + i * dp + j]);
-    }
+  store_rows(totals.data, dp, d, d, A(1), static_cast<T*>(a.dw));
+  store_rows(totals.data + size, dp, d, d, A(1), static_cast<T*>(a.dv));
 }
 
 template void merged_attention_forward<float>(const MergedAttentionArgs&);

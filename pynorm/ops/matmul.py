@@ -70,6 +70,6 @@ def matmul(a: Any, b: Any, *, transpose_a: bool = False, add: Any = None,
             raise ValueError(f"{fn}: add must have the result's shape {shape}, got {add.shape}")
         add = _array.as_rows(add.astype(a.dtype, copy=False))
     out = _array.empty(shape, a.dtype)
-    core().matmul(_array.as_rows(a), b if b.strides[-1] == b.itemsize else np.ascontiguousarray(b), add,
+    core().matmul(_array.as_rows(a), _array.as_rows(b), add,
                   out.reshape(_array.n_rows(out), shape[-1]), code, threads)
     return out
