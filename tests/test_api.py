@@ -178,3 +178,32 @@ def test_large_output_buffers_are_reused_only_once_dropped():
     assert again.ctypes.data == address and np.array_equal(again, expected)
     assert again.ctypes.data % 64 == 0
     assert np.array_equal(other, pynorm.dyt(x, 0.5))
+
+
+STREAMED_CALLS = {
+    "layer_norm": lambda x, dy, w: [pynorm.layer_norm(x, w, w)],
+    "layer_norm_backward": lambda x, dy, w: list(pynorm.layer_norm_backward(dy, x, w, w)),
+    "rms_norm": lambda x, dy, w: [pynorm.rms_norm(x, w)],
+    "rms_norm_backward": lambda x, dy, w: list(pynorm.rms_norm_backward(dy, x, w)),
+    "dyt": lambda x, dy, w: [pynorm.dyt(x, 0.7, w, w)],
+    "dyt_backward": lambda x, dy, w: list(pynorm.dyt_backward(dy, x, 0.7, w, w)),
+}
+
+
+@pytest.mark.parametrize("dim", [1024, 1001, 3])  # aligned rows; rows at every alignment; tiny rows
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("op", sorted(STREAMED_CALLS))
+def test_outputs_over_4_mib_equal_the_cached_path(op, dtype, dim):
+    """Outputs of 4 MiB or more are written with streaming stores (DyT's forward through a
+    staging buffer in L1); the values must be bitwise those of the row-by-row path, which
+    computes each row the same way. (The parameter gradients do not depend on the path; they
+    are checked against torch elsewhere.)"""
+    rows = (4 << 20) // (np.dtype(dtype).itemsize * dim) + 3
+    rng = np.random.default_rng(11)
+    x = (3 * rng.standard_normal((rows, dim)) + 0.5).astype(dtype)
+    dy = rng.standard_normal((rows, dim)).astype(dtype)
+    w = (1 + 0.1 * rng.standard_normal(dim)).astype(dtype)
+    whole = STREAMED_CALLS[op](x, dy, w)
+    chunk = 997  # small enough that no call streams its output
+    parts = [STREAMED_CALLS[op](x[r : r + chunk], dy[r : r + chunk], w) for r in range(0, rows, chunk)]
+    assert np.array_equal(whole[0], np.concatenate([p[0] for p in parts]))

@@ -76,6 +76,9 @@ def test_tanh_is_accurate_to_a_few_ulp():
         rel = np.abs(got - exact) / np.maximum(np.abs(exact), np.finfo(dtype).tiny)
         assert rel.max() <= ulps * np.finfo(dtype).eps, (dtype, rel.max())
     assert np.signbit(pynorm.dyt(np.array([-0.0]), 1.0)[0])
+    for dtype in (np.float64, np.float32):  # never beyond +-1 (float32's rational form is clipped)
+        dense = np.linspace(-12, 12, 400001).astype(dtype)
+        assert np.abs(pynorm.dyt(dense, 1.0)).max() <= 1
 
 
 def test_alpha_times_dalpha_equals_sum_x_dx(rng):
@@ -91,15 +94,17 @@ def test_alpha_forms():
         assert_close(pynorm.dyt(x, alpha), expected, "float32" if isinstance(alpha, np.float32) else "float64")
 
 
-def test_nan_and_inf_match_torch_and_stay_elementwise(rng):
-    x, dy, weight, bias = make_case(rng, (4, 9), np.float64, "weight_bias")
+@pytest.mark.parametrize("dtype_name", ["float64", "float32"])
+def test_nan_and_inf_match_torch_and_stay_elementwise(rng, dtype_name):
+    x, dy, weight, bias = make_case(rng, (4, 9), np.dtype(dtype_name), "weight_bias")
     x[1, 2], x[2, 5], x[3, 0] = np.nan, np.inf, -np.inf
     y = pynorm.dyt(x, 0.9, weight, bias)
     dx, dalpha, dweight, dbias = pynorm.dyt_backward(dy, x, 0.9, weight, bias)
     ref_y, ref_dx, ref_da, ref_dw, ref_db = reference.dyt(x, 0.9, weight, bias, dy)
-    assert_close(y, ref_y, "float64", "y")
-    assert_close(dx, ref_dx, "float64", "dx")
-    assert_close(dweight, ref_dw, "float64", "dweight")
+    assert_close(y, ref_y, dtype_name, "y")
+    assert_close(dx, ref_dx, dtype_name, "dx")
+    assert_close(dweight, ref_dw, dtype_name, "dweight")
+    assert dx[2, 5] == 0 and dx[3, 0] == 0 and y[2, 5] == weight[5] + bias[5]  # tanh(+-inf) is exactly +-1
     assert np.isnan(dalpha[0]) and np.isnan(ref_da[0])  # 0 * inf in torch, and here
     assert np.isfinite(y[0]).all() and np.isfinite(dx[0]).all()
 
