@@ -76,7 +76,7 @@ def _all_outputs(x, dy, w, b, n_threads):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-@pytest.mark.parametrize("shape", [(3000, 300), (203, 3001), (7, 70000), (100_000, 8)])
+@pytest.mark.parametrize("shape", [(3000, 300), (203, 3001), (7, 70000), (100_000, 8), (4229, 32)])
 def test_results_are_bitwise_identical_for_1_2_3_threads(dtype, shape):
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape).astype(dtype)
@@ -87,6 +87,23 @@ def test_results_are_bitwise_identical_for_1_2_3_threads(dtype, shape):
     for n in (2, 3):
         for got, want in zip(_all_outputs(x, dy, w, b, n), reference):
             assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dim", [3, 32, 64, 65])
+def test_each_row_is_computed_as_if_alone(dtype, dim):
+    """Short rows go in groups (of a vector's lane count, or of 4) with shared horizontal sums;
+    a row's result must not depend on its group: compare with each row passed alone."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((37, dim)) + 5).astype(dtype)
+    dy = rng.standard_normal((37, dim)).astype(dtype)
+    w = rng.standard_normal(dim).astype(dtype)
+    for center, scale in [(True, True), (False, True), (True, False)]:
+        y = pynorm.layer_norm(x, w, w, center=center, scale=scale, n_threads=1)
+        dx = pynorm.layer_norm_backward(dy, x, w, w, center=center, scale=scale, n_threads=1)[0]
+        for r in range(37):
+            assert np.array_equal(y[r], pynorm.layer_norm(x[r], w, w, center=center, scale=scale))
+            assert np.array_equal(dx[r], pynorm.layer_norm_backward(dy[r], x[r], w, w, center=center, scale=scale)[0])
 
 
 def test_set_num_threads_and_threadpoolctl():

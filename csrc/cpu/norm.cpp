@@ -8,9 +8,11 @@
 // Rows of up to 16 KiB are processed a group of kGroupRows at a time, their loops
 // interleaved: a row's sums are a chain of dependent adds ending in horizontal sums, a
 // division and a square root, and on a 32-element row that latency, not the arithmetic, is
-// what costs. Grouping
-// changes no result: each row is computed exactly as alone, and contributions to the column
-// sums (dweight, dbias) are still added in row order.
+// what costs. Rows of up to 256 bytes go a vector's lane count at a time (16 float rows
+// with AVX-512): their horizontal sums are one transposed tree (simd.h's hsums) and their
+// square roots and divisions vector instructions. Grouping changes no result: each row is
+// computed exactly as alone, and contributions to the column sums (dweight, dbias) are
+// still added in row order.
 #include "pynorm/norm.h"
 
 #include "kernels.h"
@@ -25,11 +27,15 @@ template <class A> struct RowStats { A mean, rstd; };
 
 constexpr int kGroupRows = 4;
 constexpr int64_t kGroupedRowBytes = 16384;  // rows up to this size are grouped (a group stays in L2)
+constexpr int64_t kShortRowBytes = 256;      // rows up to this size go kLanes at a time
 
 // Calls f(std::integral_constant<int, R>{}, r) for consecutive groups of R rows covering
-// [r0, r1): groups of kGroupRows for rows up to kGroupedRowBytes, then single rows.
-template <class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
+// [r0, r1): groups of kLanes<A> for rows up to kShortRowBytes, of kGroupRows for rows up to
+// kGroupedRowBytes, then single rows.
+template <class A, class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
   int64_t r = r0;
+  if (row_bytes <= kShortRowBytes)
+    for (; r + kLanes<A> <= r1; r += kLanes<A>) f(std::integral_constant<int, kLanes<A>>{}, r);
   if (row_bytes <= kGroupedRowBytes)
     for (; r + kGroupRows <= r1; r += kGroupRows) f(std::integral_constant<int, kGroupRows>{}, r);
   for (; r < r1; ++r) f(std::integral_constant<int, 1>{}, r);
@@ -42,37 +48,52 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool center, bool sca
                              RowStats<acc_t<T>>* s) {
   using A = acc_t<T>;
   const A inv_n = A(1) / A(n);  // one division per group, not one per statistic
-  PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j] = {A(0), A(1)};
+  A mean[R] = {}, rstd[R];
   if (center) {
     Vec<A> sum[R] = {};
     for_each_vec<A>(n, [&](int64_t i, auto k) {
       PYNORM_UNROLL for (int j = 0; j < R; ++j) sum[j] += load(x[j] + i, k);
     });
-    PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j].mean = hsum(sum[j]) * inv_n;
+    hsums<R>(sum, mean);
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) mean[j] *= inv_n;
   }
-  if (!scale) return;
-  Vec<A> sum_d[R] = {}, sum_d2[R] = {};
-  for_each_vec<A>(n, [&](int64_t i, auto k) {
-    PYNORM_UNROLL for (int j = 0; j < R; ++j) {
-      const Vec<A> d = keep(load(x[j] + i, k) - s[j].mean, k);
-      sum_d[j] += d;
-      sum_d2[j] += d * d;
+  if (scale) {
+    Vec<A> sum_d[R] = {}, sum_d2[R] = {};
+    for_each_vec<A>(n, [&](int64_t i, auto k) {
+      PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+        const Vec<A> d = keep(load(x[j] + i, k) - mean[j], k);
+        sum_d[j] += d;
+        sum_d2[j] += d * d;
+      }
+    });
+    A squares[R], c[R] = {};
+    hsums<R>(sum_d2, squares);
+    if (center) hsums<R>(sum_d, c);
+    // The per-row tail, a vector of rows at a time when the group is a lane count (IEEE square
+    // roots and divisions round the same in a vector as alone).
+    auto finish = [&](auto mean_, auto squares_, auto c_, auto* mean_out, auto* rstd_out) {
+      using V = decltype(mean_);
+      if (center) {
+        c_ *= inv_n;
+        squares_ -= c_ * c_ * A(n);
+        mean_ += c_;
+        squares_ = squares_ < 0 ? V{} : squares_;  // NaN stays NaN
+      }
+      *mean_out = mean_;
+      *rstd_out = A(1) / sqrt_vec(squares_ * inv_n + eps);
+    };
+    if constexpr (R == kLanes<A>) {
+      Vec<A> m, sq, cc, rs;
+      std::memcpy(&m, mean, sizeof m), std::memcpy(&sq, squares, sizeof sq), std::memcpy(&cc, c, sizeof cc);
+      finish(m, sq, cc, &m, &rs);
+      std::memcpy(mean, &m, sizeof m), std::memcpy(rstd, &rs, sizeof rs);
+    } else {
+      PYNORM_UNROLL for (int j = 0; j < R; ++j) finish(mean[j], squares[j], c[j], &mean[j], &rstd[j]);
     }
-  });
-  PYNORM_UNROLL for (int j = 0; j < R; ++j) {
-    A squares = hsum(sum_d2[j]);
-    if (center) {
-      const A c = hsum(sum_d[j]) * inv_n;
-      squares -= c * c * A(n);
-      s[j].mean += c;
-      if (squares < 0) squares = 0;
-    }
-    const A var = squares * inv_n;
-    if constexpr (sizeof(A) == 8)
-      s[j].rstd = 1.0 / __builtin_sqrt(var + eps);
-    else
-      s[j].rstd = 1.0f / __builtin_sqrtf(var + eps);
+  } else {
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) rstd[j] = A(1);
   }
+  PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j] = {mean[j], rstd[j]};
 }
 
 }  // namespace
@@ -103,7 +124,7 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
           }
         };
         parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
-          for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), group);
+          for_each_row_group<A>(r0, r1, dim * int64_t(sizeof(T)), group);
         });
       },
       weight != nullptr, bias != nullptr, stream_output(a.rows * dim * int64_t(sizeof(T))));
@@ -156,24 +177,26 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
             if constexpr (has_weight) store<false>(partial_dweight + i, dw, k);
             if constexpr (has_dbias) store<false>(partial_dbias + i, db, k);
           });
+          A mean_g[R] = {}, mean_gx[R];
+          if (a.center) hsums<R>(sum_g, mean_g);
+          hsums<R>(sum_gx, mean_gx);
+          PYNORM_UNROLL for (int j = 0; j < R; ++j) mean_g[j] *= inv_dim, mean_gx[j] *= inv_dim;
           PYNORM_UNROLL for (int j = 0; j < R; ++j) {
-            const A mean_g = a.center ? hsum(sum_g[j]) * inv_dim : A(0);
-            const A mean_gx = hsum(sum_gx[j]) * inv_dim;
             write_row<stream>(static_cast<T*>(a.dx) + (r + j) * dim, dim, [&](int64_t i, auto k) {
               prefetch(x[j] + R * a.x_row_stride + i);
               prefetch(dy[j] + R * a.dy_row_stride + i);
               Vec<A> g = load(dy[j] + i, k);
               if constexpr (has_weight) g *= load(weight + i, k);
-              if constexpr (!scale) return g - mean_g;  // x does not enter: NaN in x stays out
+              if constexpr (!scale) return g - mean_g[j];  // x does not enter: NaN in x stays out
               const Vec<A> xhat = (load(x[j] + i, k) - s[j].mean) * s[j].rstd;
-              return (g - mean_g - xhat * mean_gx) * s[j].rstd;
+              return (g - mean_g[j] - xhat * mean_gx[j]) * s[j].rstd;
             });
           }
         };
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,
             [&](int64_t r0, int64_t r1, A* partial) {
-              for_each_row_group(r0, r1, dim * int64_t(sizeof(T)),
+              for_each_row_group<A>(r0, r1, dim * int64_t(sizeof(T)),
                                  [&](auto rows, int64_t r) { group(rows, r, partial); });
             },
             totals.data);

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -78,6 +79,39 @@ template <class V> inline auto hsum(V v) {
   }
 }
 
+// The horizontal sums of R vectors: out[j] = hsum(v[j]), bitwise. When R is the lane count
+// the R trees share their work: each level folds two vectors' halves into one vector (one
+// add and two shuffles), so R sums cost R - 1 vector adds instead of R log2(R) scalar ones,
+// while every lane is still summed lower half + upper half, as hsum does.
+template <class V, int W, bool Upper, int... I>
+PYNORM_INLINE V segment_halves(V x, V y, std::integer_sequence<int, I...>) {
+  // lane i of the result: segment g = i / (W/2) comes from x (g even) or y (g odd), from that
+  // vector's segment g / 2 of width W; the lower or upper half of it
+  constexpr int L = sizeof...(I), H = W / 2;
+  return __builtin_shufflevector(x, y, ((I / H) % 2 * L + (I / H) / 2 * W + I % H + (Upper ? H : 0))...);
+}
+// N vectors, each of L/N segments of width N (one per original vector), to N/2 vectors of
+// 2L/N segments of width N/2; pairing vector k with k + N/2 leaves the sums in their natural order.
+template <int N, class V> PYNORM_INLINE void fold_segments(V* v) {
+  if constexpr (N > 1) {
+    using Lanes = std::make_integer_sequence<int, int(sizeof(V) / sizeof(v[0][0]))>;
+    PYNORM_UNROLL for (int k = 0; k < N / 2; ++k)
+      v[k] = segment_halves<V, N, false>(v[k], v[k + N / 2], Lanes{}) +
+             segment_halves<V, N, true>(v[k], v[k + N / 2], Lanes{});
+    fold_segments<N / 2>(v);
+  }
+}
+template <int R, class V, class E> PYNORM_INLINE void hsums(const V* v, E* out) {
+  if constexpr (R * sizeof(E) == sizeof(V)) {
+    V t[R];
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) t[j] = v[j];
+    fold_segments<R>(t);
+    std::memcpy(out, &t[0], sizeof(V));
+  } else {
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) out[j] = hsum(v[j]);
+  }
+}
+
 // a * b + c, fused where the instruction set has FMA (the build otherwise keeps a*b+c unfused).
 inline vf32 fmadd(vf32 a, vf32 b, vf32 c) {
 #if defined(__AVX512F__)
@@ -97,6 +131,34 @@ inline vf64 fmadd(vf64 a, vf64 b, vf64 c) {
   return a * b + c;
 #endif
 }
+
+// Lane-wise square root (IEEE, correctly rounded: the same as the scalar one in every lane).
+inline vf32 sqrt_vec(vf32 v) {
+#if defined(__AVX512F__)
+  return (vf32)_mm512_sqrt_ps((__m512)v);
+#elif defined(__AVX__)
+  return (vf32)_mm256_sqrt_ps((__m256)v);
+#elif defined(__SSE2__)
+  return (vf32)_mm_sqrt_ps((__m128)v);
+#else
+  for (int i = 0; i < kLanes<float>; ++i) v[i] = __builtin_sqrtf(v[i]);
+  return v;
+#endif
+}
+inline vf64 sqrt_vec(vf64 v) {
+#if defined(__AVX512F__)
+  return (vf64)_mm512_sqrt_pd((__m512d)v);
+#elif defined(__AVX__)
+  return (vf64)_mm256_sqrt_pd((__m256d)v);
+#elif defined(__SSE2__)
+  return (vf64)_mm_sqrt_pd((__m128d)v);
+#else
+  for (int i = 0; i < kLanes<double>; ++i) v[i] = __builtin_sqrt(v[i]);
+  return v;
+#endif
+}
+inline float sqrt_vec(float v) { return __builtin_sqrtf(v); }
+inline double sqrt_vec(double v) { return __builtin_sqrt(v); }
 
 // c[0] + c[1] r + ... + c[N-1] r^(N-1) by Estrin's scheme: pairs first, then combined with
 // r^2, r^4, ...: a dependency chain of log2(N) steps instead of Horner's N.
