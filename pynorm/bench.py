@@ -5,7 +5,7 @@
 For every case it reports the effective bandwidth (bytes the op must move / time) of pynorm
 and torch, the speedup, and the fraction of the machine's bound measured in the same run:
 a copy of the same bytes (the faster of torch's ``out.copy_(x)`` and NumPy's ``copyto``,
-with the same thread count). A forward moves 2 elements per element (read x, write y): its
+with the same thread count), timed in turns with the kernel and torch's version of it. A forward moves 2 elements per element (read x, write y): its
 bound is the copy time. A backward moves 3 (read x and dy, write dx): its bound is 1.5
 copies. Linear attention is compute-bound: it is rated in GFLOP/s of useful work beside
 NumPy's (BLAS) float32 matmul in the same run, and beside torch formulations of the same
@@ -98,14 +98,19 @@ def to_torch(torch, a: np.ndarray):
     return torch.from_numpy(a)
 
 
-def copy_seconds(x: np.ndarray, torch) -> float:
-    """The faster of NumPy's copyto and torch's copy_ (torch with its thread setting)."""
+def copy_functions(x: np.ndarray, torch) -> List[Callable[[], object]]:
+    """Copies of x's bytes: NumPy's copyto and (with its thread setting) torch's copy_."""
     out = np.empty_like(x)
-    best = best_time(lambda: np.copyto(out, x))
+    fns = [lambda: np.copyto(out, x)]
     if torch is not None:
         tx, tout = to_torch(torch, x), to_torch(torch, out)
-        best = min(best, best_time(lambda: tout.copy_(tx)))
-    return best
+        fns.append(lambda: tout.copy_(tx))
+    return fns
+
+
+def copy_seconds(x: np.ndarray, torch) -> float:
+    """The faster of NumPy's copyto and torch's copy_ (torch with its thread setting)."""
+    return min(best_time(fn) for fn in copy_functions(x, torch))
 
 
 def norm_cases(torch):
@@ -178,13 +183,15 @@ def run(ops: List[str], shapes=None, dtype=np.float32, threads: int = 2, progres
         dy = rng.standard_normal(shape).astype(dtype)
         w = rng.standard_normal(shape[-1]).astype(dtype)
         b = rng.standard_normal(shape[-1]).astype(dtype)
-        copy_s = copy_seconds(x, torch)
+        copies = copy_functions(x, torch)
         for op in ops:
             fwd, bwd, tfwd, tbwd = builders[op](x, w, b, dy)
             for pass_, fn, tfn, elements, bound in [("forward", fwd, tfwd, 2, 1.0), ("backward", bwd, tbwd, 3, 1.5)]:
+                # pynorm, torch and the copies in turns: a noisy spell of the machine hits all alike
+                times = interleaved_best([fn] + ([] if tfn is None else [tfn]) + copies, repeats=7)
                 r = Result(
                     op, pass_, shape, np.dtype(dtype).name, elements * x.nbytes,
-                    best_time(fn), None if tfn is None else best_time(tfn), bound * copy_s,
+                    times[0], None if tfn is None else times[1], bound * min(times[-len(copies):]),
                 )  # fmt: skip
                 results.append(r)
                 progress(format_row(r))
