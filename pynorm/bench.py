@@ -117,9 +117,11 @@ def norm_cases(torch):
     """(op, forward, backward, torch forward, torch backward) builders for the norm ops."""
     F = torch.nn.functional if torch is not None else None
 
+    # The backward is given the forward's statistics, as torch's autograd keeps them.
     def layer_norm(x, w, b, dy):
         fwd = lambda: pynorm.layer_norm(x, w, b)  # noqa: E731
-        bwd = lambda: pynorm.layer_norm_backward(dy, x, w, b)  # noqa: E731
+        _, mean, rstd = pynorm.layer_norm(x, w, b, return_stats=True)
+        bwd = lambda: pynorm.layer_norm_backward(dy, x, w, b, mean=mean, rstd=rstd)  # noqa: E731
         if torch is None:
             return fwd, bwd, None, None
         tx, tw, tb = (to_torch(torch, a).requires_grad_() for a in (x, w, b))
@@ -133,7 +135,8 @@ def norm_cases(torch):
 
     def rms_norm(x, w, b, dy):
         fwd = lambda: pynorm.rms_norm(x, w)  # noqa: E731
-        bwd = lambda: pynorm.rms_norm_backward(dy, x, w)  # noqa: E731
+        _, rstd = pynorm.rms_norm(x, w, return_stats=True)
+        bwd = lambda: pynorm.rms_norm_backward(dy, x, w, rstd=rstd)  # noqa: E731
         if torch is None:
             return fwd, bwd, None, None
         tx, tw = (to_torch(torch, a).requires_grad_() for a in (x, w))

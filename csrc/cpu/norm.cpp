@@ -42,14 +42,14 @@ template <class A, class F> inline void for_each_row_group(int64_t r0, int64_t r
 }
 
 // Two-pass statistics of R rows in cache: the mean, then the centred sum of squares with the
-// classic correction term (which also refines the mean), never E[x^2] - E[x]^2.
-template <int R, class T>
-PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool center, bool scale, acc_t<T> eps,
-                             RowStats<acc_t<T>>* s) {
+// classic correction term (which also refines the mean), never E[x^2] - E[x]^2. Without
+// centring, one pass: the sum of squares.
+template <int R, bool center, class T>
+PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> eps, RowStats<acc_t<T>>* s) {
   using A = acc_t<T>;
   const A inv_n = A(1) / A(n);  // one division per group, not one per statistic
   A mean[R] = {}, rstd[R];
-  if (center) {
+  if constexpr (center) {
     Vec<A> sum[R] = {};
     for_each_vec<A>(n, [&](int64_t i, auto k) {
       PYNORM_UNROLL for (int j = 0; j < R; ++j) sum[j] += load(x[j] + i, k);
@@ -61,19 +61,24 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool center, bool sca
     Vec<A> sum_d[R] = {}, sum_d2[R] = {};
     for_each_vec<A>(n, [&](int64_t i, auto k) {
       PYNORM_UNROLL for (int j = 0; j < R; ++j) {
-        const Vec<A> d = keep(load(x[j] + i, k) - mean[j], k);
-        sum_d[j] += d;
-        sum_d2[j] += d * d;
+        if constexpr (center) {
+          const Vec<A> d = keep(load(x[j] + i, k) - mean[j], k);
+          sum_d[j] += d;
+          sum_d2[j] = fmadd(d, d, sum_d2[j]);
+        } else {
+          const Vec<A> d = load(x[j] + i, k);  // zero-padded tail
+          sum_d2[j] = fmadd(d, d, sum_d2[j]);
+        }
       }
     });
     A squares[R], c[R] = {};
     hsums<R>(sum_d2, squares);
-    if (center) hsums<R>(sum_d, c);
+    if constexpr (center) hsums<R>(sum_d, c);
     // The per-row tail, a vector of rows at a time when the group is a lane count (IEEE square
     // roots and divisions round the same in a vector as alone).
     auto finish = [&](auto mean_, auto squares_, auto c_, auto* mean_out, auto* rstd_out) {
       using V = decltype(mean_);
-      if (center) {
+      if constexpr (center) {
         c_ *= inv_n;
         squares_ -= c_ * c_ * A(n);
         mean_ += c_;
@@ -104,19 +109,23 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
   const T* weight = static_cast<const T*>(a.weight);
   const T* bias = static_cast<const T*>(a.bias);
   with_bools(
-      [&](auto has_weight, auto has_bias, auto stream) {
+      [&](auto has_weight, auto has_bias, auto center, auto stream) {
         auto group = [&](auto rows, int64_t r) {
           constexpr int R = decltype(rows)::value;
           const T* x[R];
           PYNORM_UNROLL for (int j = 0; j < R; ++j) x[j] = static_cast<const T*>(a.x) + (r + j) * stride;
           RowStats<A> s[R];
-          row_stats<R>(x, dim, a.center, a.scale, A(a.eps), s);
+          row_stats<R, center>(x, dim, a.scale, A(a.eps), s);
           PYNORM_UNROLL for (int j = 0; j < R; ++j) {
             if (a.mean) static_cast<A*>(a.mean)[r + j] = s[j].mean;
             if (a.rstd) static_cast<A*>(a.rstd)[r + j] = s[j].rstd;
             write_row<stream>(static_cast<T*>(a.y) + (r + j) * dim, dim, [&](int64_t i, auto k) {
               prefetch(x[j] + R * stride + i);  // the next group's row, while this one is in cache
-              Vec<A> v = (load(x[j] + i, k) - s[j].mean) * s[j].rstd;
+              Vec<A> v = load(x[j] + i, k);
+              if constexpr (center) v -= s[j].mean;
+              if constexpr (has_weight && has_bias)  // (x - mean) (rstd w) + b, one rounding fewer
+                return fmadd(v, s[j].rstd * load(weight + i, k), load(bias + i, k));
+              v *= s[j].rstd;
               if constexpr (has_weight) v *= load(weight + i, k);
               if constexpr (has_bias) v += load(bias + i, k);
               return v;
@@ -127,7 +136,7 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
           for_each_row_group<A>(r0, r1, dim * int64_t(sizeof(T)), group);
         });
       },
-      weight != nullptr, bias != nullptr, stream_output(a.rows * dim * int64_t(sizeof(T))));
+      weight != nullptr, bias != nullptr, a.center, stream_output(a.rows * dim * int64_t(sizeof(T))));
 }
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight, xhat = (x - mu) * rstd;
@@ -152,7 +161,10 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
           }
           RowStats<A> s[R];
           if (recompute) {
-            row_stats<R>(x, dim, a.center, a.scale, A(a.eps), s);
+            if (a.center)
+              row_stats<R, true>(x, dim, a.scale, A(a.eps), s);
+            else
+              row_stats<R, false>(x, dim, a.scale, A(a.eps), s);
           } else {
             PYNORM_UNROLL for (int j = 0; j < R; ++j)
               s[j] = {a.center ? static_cast<const A*>(a.mean)[r + j] : A(0),
