@@ -61,14 +61,12 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> 
     Vec<A> sum_d[R] = {}, sum_d2[R] = {};
     for_each_vec<A>(n, [&](int64_t i, auto k) {
       PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+        Vec<A> d = load(x[j] + i, k);  // zero-padded tail
         if constexpr (center) {
-          const Vec<A> d = keep(load(x[j] + i, k) - mean[j], k);
+          d = keep(d - mean[j], k);
           sum_d[j] += d;
-          sum_d2[j] = fmadd(d, d, sum_d2[j]);
-        } else {
-          const Vec<A> d = load(x[j] + i, k);  // zero-padded tail
-          sum_d2[j] = fmadd(d, d, sum_d2[j]);
         }
+        sum_d2[j] = fmadd(d, d, sum_d2[j]);
       }
     });
     A squares[R], c[R] = {};
