@@ -3,15 +3,16 @@
     python -m pynorm.bench [--ops layer_norm rms_norm dyt linear_attention] [--threads 2] [--json FILE] [--plot FILE]
 
 For every case it reports the effective bandwidth (bytes the op must move / time) of pynorm
-and torch, the speedup, and the fraction of the machine's bound measured in the same run:
-a copy of the same bytes (the faster of torch's ``out.copy_(x)`` and NumPy's ``copyto``,
-with the same thread count), timed in turns with the kernel and torch's version of it. A
-forward moves 2 elements per element (read x, write y): its bound is the copy time. A
-backward moves 3 (read x and dy, write dx): its bound is 1.5 copies; LayerNorm's and
-RMSNorm's backward get the forward's statistics, as torch's autograd keeps them. Linear
-attention is compute-bound: it is rated in GFLOP/s of useful work beside NumPy's (BLAS) float32 matmul in the same run, and beside torch formulations of the same
-algorithm (see linear_attention_cases). Times are the best of several repeats; on a shared, noisy machine compare the ratios
-of one run, never absolute numbers across runs. Without torch the torch columns are empty.
+and torch, the speedup, and the fraction of the machine's bound measured in the same run: a
+copy of the same bytes (the faster of torch's ``out.copy_(x)`` and NumPy's ``copyto``, with
+the same thread count), timed in turns with the kernel and torch's version of it. A forward
+moves 2 elements per element (read x, write y): its bound is the copy time. A backward moves
+3 (read x and dy, write dx): its bound is 1.5 copies; LayerNorm's and RMSNorm's backward get
+the forward's statistics, as torch's autograd keeps them. Linear attention is compute-bound:
+it is rated in GFLOP/s of useful work beside NumPy's (BLAS) float32 matmul in the same run,
+and beside torch formulations of the same algorithm (see linear_attention_cases). Times are
+the best of several repeats; on a shared, noisy machine compare the ratios of one run, never
+absolute numbers across runs. Without torch the torch columns are empty.
 """
 
 from __future__ import annotations
