@@ -99,6 +99,18 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> 
   PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j] = {mean[j], rstd[j]};
 }
 
+// Writes the outputs of a group of R rows (simd.h's write_rows): short rows a vector of each
+// row in turn, in one loop for the group; longer rows one after the other (rows whose
+// addresses differ by a multiple of 4 KiB would otherwise contend for the same L1 sets).
+template <bool Stream, int R, class T, class F> PYNORM_INLINE void write_group(T* out, int64_t n, F&& value) {
+  if constexpr (R == kLanes<acc_t<T>>) {
+    write_rows<Stream, R>(out, n, value);
+  } else {
+    PYNORM_UNROLL for (int j = 0; j < R; ++j)
+      write_rows<Stream, 1>(out + j * n, n, [&](int64_t i, auto k) { return [row = value(i, k), j](int) { return row(j); }; });
+  }
+}
+
 }  // namespace
 
 template <class T> void norm_forward(const NormForwardArgs& a) {
@@ -114,21 +126,24 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
           PYNORM_UNROLL for (int j = 0; j < R; ++j) x[j] = static_cast<const T*>(a.x) + (r + j) * stride;
           RowStats<A> s[R];
           row_stats<R, center>(x, dim, a.scale, A(a.eps), s);
-          PYNORM_UNROLL for (int j = 0; j < R; ++j) {
-            if (a.mean) static_cast<A*>(a.mean)[r + j] = s[j].mean;
-            if (a.rstd) static_cast<A*>(a.rstd)[r + j] = s[j].rstd;
-            write_row<stream>(static_cast<T*>(a.y) + (r + j) * dim, dim, [&](int64_t i, auto k) {
+          if (a.mean) PYNORM_UNROLL for (int j = 0; j < R; ++j) static_cast<A*>(a.mean)[r + j] = s[j].mean;
+          if (a.rstd) PYNORM_UNROLL for (int j = 0; j < R; ++j) static_cast<A*>(a.rstd)[r + j] = s[j].rstd;
+          write_group<stream, R>(static_cast<T*>(a.y) + r * dim, dim, [&](int64_t i, auto k) {
+            Vec<A> w = {}, b = {};
+            if constexpr (has_weight) w = load(weight + i, k);
+            if constexpr (has_bias) b = load(bias + i, k);
+            return [&, i, k, w, b](int j) {
               prefetch(x[j] + R * stride + i);  // the next group's row, while this one is in cache
               Vec<A> v = load(x[j] + i, k);
               if constexpr (center) v -= s[j].mean;
               if constexpr (has_weight && has_bias)  // (x - mean) (rstd w) + b, one rounding fewer
-                return fmadd(v, s[j].rstd * load(weight + i, k), load(bias + i, k));
+                return fmadd(v, s[j].rstd * w, b);
               v *= s[j].rstd;
-              if constexpr (has_weight) v *= load(weight + i, k);
-              if constexpr (has_bias) v += load(bias + i, k);
+              if constexpr (has_weight) v *= w;
+              if constexpr (has_bias) v += b;
               return v;
-            });
-          }
+            };
+          });
         };
         parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
           for_each_row_group<A>(r0, r1, dim * int64_t(sizeof(T)), group);
@@ -191,17 +206,19 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
           if (a.center) hsums<R>(sum_g, mean_g);
           hsums<R>(sum_gx, mean_gx);
           PYNORM_UNROLL for (int j = 0; j < R; ++j) mean_g[j] *= inv_dim, mean_gx[j] *= inv_dim;
-          PYNORM_UNROLL for (int j = 0; j < R; ++j) {
-            write_row<stream>(static_cast<T*>(a.dx) + (r + j) * dim, dim, [&](int64_t i, auto k) {
+          write_group<stream, R>(static_cast<T*>(a.dx) + r * dim, dim, [&](int64_t i, auto k) {
+            Vec<A> w = {};
+            if constexpr (has_weight) w = load(weight + i, k);
+            return [&, i, k, w](int j) {
               prefetch(x[j] + R * a.x_row_stride + i);
               prefetch(dy[j] + R * a.dy_row_stride + i);
               Vec<A> g = load(dy[j] + i, k);
-              if constexpr (has_weight) g *= load(weight + i, k);
+              if constexpr (has_weight) g *= w;
               if constexpr (!scale) return g - mean_g[j];  // x does not enter: NaN in x stays out
               const Vec<A> xhat = (load(x[j] + i, k) - s[j].mean) * s[j].rstd;
               return (g - mean_g[j] - xhat * mean_gx[j]) * s[j].rstd;
-            });
-          }
+            };
+          });
         };
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,

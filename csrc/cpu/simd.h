@@ -64,16 +64,19 @@ template <class A> constexpr int kLanes = PYNORM_VEC_BYTES / sizeof(A);
 template <class A> inline Vec<A> splat(A a) { return a - Vec<A>{}; }
 // Sum of the lanes by halves (lower + upper half, recursively): a tree of log2(lanes) adds,
 // in the same order every time.
+// The lower or upper half of a vector, as a vector of half the width (register shuffles).
+template <bool Upper, class V, int... I> PYNORM_INLINE auto halves(V v, std::integer_sequence<int, I...>) {
+  return __builtin_shufflevector(v, v, (I + (Upper ? int(sizeof...(I)) : 0))...);
+}
+template <bool Upper, class V> PYNORM_INLINE auto halves(V v) {
+  return halves<Upper>(v, std::make_integer_sequence<int, int(sizeof(V) / sizeof(v[0]) / 2)>{});
+}
 template <class V> inline auto hsum(V v) {
   using E = decltype(v[0] + 0);
   if constexpr (sizeof(V) == sizeof(E)) {
     return E(v[0]);
   } else {
-    typedef E HalfVec __attribute__((vector_size(sizeof(V) / 2)));
-    HalfVec lo, hi;
-    std::memcpy(&lo, &v, sizeof lo);
-    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
-    return hsum(lo + hi);
+    return hsum(halves<false>(v) + halves<true>(v));
   }
 }
 
@@ -347,16 +350,29 @@ template <class A, class F> inline void for_each_vec(int64_t n, F&& f) {
   if (i < n) f(i, int(n - i));
 }
 
-// out[i] = value(i, k) for i in [0, n), a vector at a time, vectors always starting at
-// element 0 (so that reductions done inside value() group elements the same way whatever
-// the address). With Stream=true, rows that start at a vector-aligned address are streamed
-// to memory; others are stored normally (pynorm allocates its outputs 64-byte aligned).
-template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n, F&& value) {
+// out[j * n + i] = value(i, k)(j) for R rows j and i in [0, n), a vector at a time, vectors
+// always starting at element 0 of a row (so that reductions done inside value() group
+// elements the same way whatever the address). The rows are visited together, a vector of
+// each in turn: value(i, k) does the per-column work once (loading weights, say) and returns
+// the per-row function. With Stream=true, outputs that start at a vector-aligned address
+// (and whose rows all do) are streamed to memory, others are stored normally (pynorm
+// allocates its outputs 64-byte aligned).
+template <bool Stream, int R, class T, class F> inline void write_rows(T* out, int64_t n, F&& value) {
   constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
-  if (Stream && reinterpret_cast<uintptr_t>(out) % bytes == 0)
-    for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) { store<true>(out + i, value(i, k), k); });
+  auto rows = [&](auto stream) {
+    for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) {
+      auto row = value(i, k);
+      PYNORM_UNROLL for (int j = 0; j < R; ++j) store<decltype(stream)::value>(out + j * n + i, row(j), k);
+    });
+  };
+  if (Stream && reinterpret_cast<uintptr_t>(out) % bytes == 0 && (R == 1 || n * sizeof(T) % bytes == 0))
+    rows(std::true_type{});
   else
-    for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) { store<false>(out + i, value(i, k), k); });
+    rows(std::false_type{});
+}
+// write_rows for one row: out[i] = value(i, k).
+template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n, F&& value) {
+  write_rows<Stream, 1>(out, n, [&](int64_t i, auto k) { return [&value, i, k](int) { return value(i, k); }; });
 }
 
 // write_row for values that cost far more to compute than to store (DyT's tanh). Streaming
