@@ -30,15 +30,31 @@ constexpr int64_t kGroupedRowBytes = 16384;  // rows up to this size are grouped
 constexpr int64_t kShortRowBytes = 256;      // rows up to this size go kLanes at a time
 
 // Calls f(std::integral_constant<int, R>{}, r) for consecutive groups of R rows covering
-// [r0, r1): groups of kLanes<A> for rows up to kShortRowBytes, of kGroupRows for rows up to
+// [r0, r1): groups of S for rows up to kShortRowBytes, of kGroupRows for rows up to
 // kGroupedRowBytes, then single rows.
-template <class A, class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
+template <int S, class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
   int64_t r = r0;
   if (row_bytes <= kShortRowBytes)
-    for (; r + kLanes<A> <= r1; r += kLanes<A>) f(std::integral_constant<int, kLanes<A>>{}, r);
+    for (; r + S <= r1; r += S) f(std::integral_constant<int, S>{}, r);
   if (row_bytes <= kGroupedRowBytes)
     for (; r + kGroupRows <= r1; r += kGroupRows) f(std::integral_constant<int, kGroupRows>{}, r);
   for (; r < r1; ++r) f(std::integral_constant<int, 1>{}, r);
+}
+
+// Two sums per row for R rows: pass(a, b) adds row j's terms into a[j] and b[j], and
+// out_a[j], out_b[j] receive their horizontal sums. When 2R is the lane count, the 2R
+// accumulators share one transposed tree (hsums).
+template <int R, class A, class Pass> PYNORM_INLINE void paired_row_sums(Pass&& pass, A* out_a, A* out_b) {
+  Vec<A> acc[2 * R] = {};
+  pass(acc, acc + R);
+  if constexpr (2 * R == kLanes<A>) {
+    A sums[2 * R];
+    hsums<2 * R>(acc, sums);
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) out_a[j] = sums[j], out_b[j] = sums[R + j];
+  } else {
+    hsums<R>(acc, out_a);
+    hsums<R>(acc + R, out_b);
+  }
 }
 
 // Two-pass statistics of R rows in cache: the mean, then the centred sum of squares with the
@@ -103,7 +119,7 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> 
 // row in turn, in one loop for the group; longer rows one after the other (rows whose
 // addresses differ by a multiple of 4 KiB would otherwise contend for the same L1 sets).
 template <bool Stream, int R, class T, class F> PYNORM_INLINE void write_group(T* out, int64_t n, F&& value) {
-  if constexpr (R == kLanes<acc_t<T>>) {
+  if constexpr (R > kGroupRows) {
     write_rows<Stream, R>(out, n, value);
   } else {
     PYNORM_UNROLL for (int j = 0; j < R; ++j)
@@ -146,7 +162,7 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
           });
         };
         parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
-          for_each_row_group<A>(r0, r1, dim * int64_t(sizeof(T)), group);
+          for_each_row_group<kLanes<A>>(r0, r1, dim * int64_t(sizeof(T)), group);
         });
       },
       weight != nullptr, bias != nullptr, a.center, stream_output(a.rows * dim * int64_t(sizeof(T))));
@@ -185,27 +201,31 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
           }
           A* partial_dweight = partial;
           A* partial_dbias = partial + (has_weight ? dim : 0);
-          Vec<A> sum_g[R] = {}, sum_gx[R] = {};
-          for_each_vec<A>(dim, [&](int64_t i, auto k) {
-            Vec<A> w = {}, dw = {}, db = {};
-            if constexpr (has_weight) w = load(weight + i, k), dw = load(partial_dweight + i, k);
-            if constexpr (has_dbias) db = load(partial_dbias + i, k);
-            PYNORM_UNROLL for (int j = 0; j < R; ++j) {
-              const Vec<A> dyv = load(dy[j] + i, k);
-              const Vec<A> g = has_weight ? dyv * w : dyv;
-              const Vec<A> xhat = keep((load(x[j] + i, k) - s[j].mean) * s[j].rstd, k);
-              sum_g[j] += g;
-              sum_gx[j] += g * xhat;
-              if constexpr (has_weight) dw += dyv * xhat;
-              if constexpr (has_dbias) db += dyv;
-            }
-            if constexpr (has_weight) store<false>(partial_dweight + i, dw, k);
-            if constexpr (has_dbias) store<false>(partial_dbias + i, db, k);
-          });
-          A mean_g[R] = {}, mean_gx[R];
-          if (a.center) hsums<R>(sum_g, mean_g);
-          hsums<R>(sum_gx, mean_gx);
-          PYNORM_UNROLL for (int j = 0; j < R; ++j) mean_g[j] *= inv_dim, mean_gx[j] *= inv_dim;
+          A mean_g[R], mean_gx[R];
+          paired_row_sums<R>(
+              [&](Vec<A>* sum_g, Vec<A>* sum_gx) {
+                for_each_vec<A>(dim, [&](int64_t i, auto k) {
+                  Vec<A> w = {}, dw = {}, db = {};
+                  if constexpr (has_weight) w = load(weight + i, k), dw = load(partial_dweight + i, k);
+                  if constexpr (has_dbias) db = load(partial_dbias + i, k);
+                  PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+                    const Vec<A> dyv = load(dy[j] + i, k);
+                    const Vec<A> g = has_weight ? dyv * w : dyv;
+                    const Vec<A> xhat = keep((load(x[j] + i, k) - s[j].mean) * s[j].rstd, k);
+                    sum_g[j] += g;
+                    sum_gx[j] += g * xhat;
+                    if constexpr (has_weight) dw += dyv * xhat;
+                    if constexpr (has_dbias) db += dyv;
+                  }
+                  if constexpr (has_weight) store<false>(partial_dweight + i, dw, k);
+                  if constexpr (has_dbias) store<false>(partial_dbias + i, db, k);
+                });
+              },
+              mean_g, mean_gx);
+          PYNORM_UNROLL for (int j = 0; j < R; ++j) {
+            mean_g[j] = a.center ? mean_g[j] * inv_dim : A(0);
+            mean_gx[j] *= inv_dim;
+          }
           write_group<stream, R>(static_cast<T*>(a.dx) + r * dim, dim, [&](int64_t i, auto k) {
             Vec<A> w = {};
             if constexpr (has_weight) w = load(weight + i, k);
@@ -223,7 +243,7 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,
             [&](int64_t r0, int64_t r1, A* partial) {
-              for_each_row_group<A>(r0, r1, dim * int64_t(sizeof(T)),
+              for_each_row_group<kLanes<A> / 2>(r0, r1, dim * int64_t(sizeof(T)),
                                  [&](auto rows, int64_t r) { group(rows, r, partial); });
             },
             totals.data);
