@@ -161,6 +161,8 @@ def vector(p: Any, length: int, dtype: np.dtype, name: str, fn: str) -> Optional
     """An optional 1-d parameter of the given length, contiguous, in ``dtype``."""
     if p is None:
         return None
+    if type(p) is np.ndarray and p.dtype == dtype and p.shape == (length,) and p.flags.c_contiguous:
+        return p  # the common case, first
     arr = as_array(p, name, fn)
     if arr.shape != (length,):
         raise ValueError(f"{fn}: {name} must have shape ({length},) to match x's last axis, got {arr.shape}")
@@ -171,6 +173,8 @@ def row_stats(stat: Any, x: np.ndarray, name: str, fn: str) -> Optional[np.ndarr
     """Saved per-row statistics (mean or rstd): one value per row of x, in the accumulate dtype."""
     if stat is None:
         return None
+    if type(stat) is np.ndarray and stat.dtype == accumulate_dtype(x.dtype) and stat.shape == x.shape[:-1] and stat.flags.c_contiguous:
+        return stat.reshape(-1)  # the common case (as layer_norm returned it), first
     arr = as_array(stat, name, fn)
     if arr.shape != x.shape[:-1] and arr.shape != (n_rows(x),):
         raise ValueError(f"{fn}: {name} must have shape {x.shape[:-1]} (one value per row), got {arr.shape}")
