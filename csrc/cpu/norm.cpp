@@ -9,7 +9,8 @@
 // interleaved: a row's sums are a chain of dependent adds ending in horizontal sums, a
 // division and a square root, and on a 32-element row that latency, not the arithmetic, is
 // what costs. Rows of up to 256 bytes go a vector's lane count at a time (16 float rows
-// with AVX-512): their horizontal sums are one transposed tree (simd.h's hsums) and their
+// with AVX-512; half that in the backward, whose two sums per row would not otherwise fit in
+// registers): their horizontal sums are one transposed tree (simd.h's hsums) and their
 // square roots and divisions vector instructions. Grouping changes no result: each row is
 // computed exactly as alone, and contributions to the column sums (dweight, dbias) are
 // still added in row order.
