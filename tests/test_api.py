@@ -224,3 +224,27 @@ def test_outputs_over_4_mib_equal_the_cached_path(op, dtype, dim):
     chunk = 997  # small enough that no call streams its output
     parts = [STREAMED_CALLS[op](x[r : r + chunk], dy[r : r + chunk], w) for r in range(0, rows, chunk)]
     assert np.array_equal(whole[0], np.concatenate([p[0] for p in parts]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("dim", [1, 7, 17, 33, 1001])
+def test_row_tails_neither_read_nor_write_past_the_row(dtype, dim):
+    """Row tails (dim not a multiple of the vector width) are loaded and stored masked: the
+    elements after each row's end are never written, and NaN placed just past the input's
+    rows (in its row stride's padding, and after the last row) never reaches a result."""
+    dt = np.dtype(dtype) if dtype != "bfloat16" else np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    rng = np.random.default_rng(3)
+    rows = 37
+    padded = np.full((rows + 1, dim + 5), np.nan).astype(dt)  # NaN after every row and after the last
+    padded[:rows, :dim] = rng.standard_normal((rows, dim)).astype(dt)
+    x = padded[:rows, :dim]  # rows dim long, stride dim + 5
+    dy = rng.standard_normal((rows, dim)).astype(dt)
+    w, b = np.ones(dim, dt), np.zeros(dim, dt)
+    buffer = np.full(rows * dim + 64, 7.0).astype(dt)  # out= in a larger buffer: 64 sentinels after it
+    out = buffer[: rows * dim].reshape(rows, dim)
+    pynorm.layer_norm(x, w, b, out=out)
+    assert np.all(buffer[rows * dim :].astype(np.float64) == 7.0)
+    results = [out, pynorm.rms_norm(x, w), pynorm.dyt(x, 0.5, w, b)]
+    results += pynorm.layer_norm_backward(dy, x, w, b) + pynorm.dyt_backward(dy, x, 0.5, w, b)
+    for r in results:
+        assert np.all(np.isfinite(np.asarray(r, dtype=np.float64)))

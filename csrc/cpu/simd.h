@@ -179,10 +179,21 @@ template <class A, int N> inline Vec<A> polynomial(Vec<A> r, const A (&c)[N]) {
 // A tag for "a whole vector": loads and stores take either Full or a lane count (the tail).
 struct Full {};
 template <class V> inline V keep(V v, Full) { return v; }
-template <class V> inline V keep(V v, int n) {  // zero the lanes >= n
-  for (int i = n; i < int(sizeof(V) / sizeof(v[0])); ++i) v[i] = 0;
-  return v;
+template <class V, int... I> inline V lane_indices(std::integer_sequence<int, I...>) { return V{decltype(V{}[0])(I)...}; }
+template <class V> inline V keep(V v, int n) {  // zero the lanes >= n (a compare and a masked move)
+  using E = decltype(V{}[0] + 0);
+  const V lane = lane_indices<V>(std::make_integer_sequence<int, int(sizeof(V) / sizeof(E))>{});
+  return lane < E(n) ? v : V{};
 }
+
+#if defined(__AVX512F__)
+// The first n lanes of a 16- or 8-lane vector, for the masked loads and stores of row tails.
+inline __mmask16 first_lanes16(int n) { return __mmask16((1u << n) - 1); }
+inline __mmask8 first_lanes8(int n) { return __mmask8((1u << n) - 1); }
+#elif defined(__AVX__)
+inline __m256i first_lanes32(int n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+inline __m256i first_lanes64(int n) { return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3)); }
+#endif
 
 // ------------------------------------------------------------------ scalar 16-bit conversion
 inline float half_to_float(uint16_t h) {
@@ -247,10 +258,29 @@ template <class T> inline Vec<acc_t<T>> load(const T* p, Full) {  // float, doub
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-template <class T> inline Vec<acc_t<T>> load(const T* p, int n) {  // zero-padded tail
+// The first n elements, zero-padded; the rest are not read (masked loads: row tails cost a
+// vector instruction, not a call to memcpy).
+template <class T> inline Vec<acc_t<T>> load(const T* p, int n) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) return (vf32)_mm512_maskz_loadu_ps(first_lanes16(n), p);
+  if constexpr (sizeof(T) == 8) return (vf64)_mm512_maskz_loadu_pd(first_lanes8(n), p);
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) return (vf32)_mm256_maskload_ps(p, first_lanes32(n));
+  if constexpr (sizeof(T) == 8) return (vf64)_mm256_maskload_pd(p, first_lanes64(n));
+#endif
   Vec<acc_t<T>> v = {};
   std::memcpy(&v, p, sizeof(T) * n);
   return v;
+}
+// The first n 16-bit values, zero-padded.
+inline vu16 load_bits16(const uint16_t* p, int n) {
+#if defined(__AVX512F__)
+  return (vu16)_mm256_maskz_loadu_epi16(first_lanes16(n), p);
+#else
+  vu16 h = {};
+  std::memcpy(&h, p, 2 * n);
+  return h;
+#endif
 }
 template <> inline vf32 load(const BFloat16* p, Full) {
   vu16 h;
@@ -258,8 +288,7 @@ template <> inline vf32 load(const BFloat16* p, Full) {
   return (vf32)(__builtin_convertvector(h, vu32) << 16);
 }
 template <> inline vf32 load(const BFloat16* p, int n) {
-  vu16 h = {};
-  std::memcpy(&h, p, 2 * n);
+  const vu16 h = load_bits16(reinterpret_cast<const uint16_t*>(p), n);
   return (vf32)(__builtin_convertvector(h, vu32) << 16);
 }
 template <> inline vf32 load(const Half* p, Full) {
@@ -274,8 +303,9 @@ template <> inline vf32 load(const Half* p, Full) {
 #endif
 }
 template <> inline vf32 load(const Half* p, int n) {
-  Half tmp[kLanes<float>] = {};
-  std::memcpy(tmp, p, 2 * n);
+  const vu16 h = load_bits16(reinterpret_cast<const uint16_t*>(p), n);
+  Half tmp[kLanes<float>];
+  std::memcpy(tmp, &h, sizeof h);
   return load(tmp, Full{});
 }
 
@@ -330,8 +360,17 @@ template <bool Stream, class B> inline void store_bits(void* p, B bits) {
 template <bool Stream, class T> inline void store(T* p, Vec<acc_t<T>> v, Full) {
   store_bits<Stream>(p, pack<T>(v));
 }
+// Stores the first n lanes (masked stores where the instruction set has them).
 template <bool Stream, class T> inline void store(T* p, Vec<acc_t<T>> v, int n) {
   const auto bits = pack<T>(v);
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) return _mm512_mask_storeu_ps(p, first_lanes16(n), (__m512)bits);
+  if constexpr (sizeof(T) == 8) return _mm512_mask_storeu_pd(p, first_lanes8(n), (__m512d)bits);
+  if constexpr (sizeof(T) == 2) return _mm256_mask_storeu_epi16(p, first_lanes16(n), (__m256i)bits);
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) return _mm256_maskstore_ps(reinterpret_cast<float*>(p), first_lanes32(n), (__m256)bits);
+  if constexpr (sizeof(T) == 8) return _mm256_maskstore_pd(reinterpret_cast<double*>(p), first_lanes64(n), (__m256d)bits);
+#endif
   std::memcpy(p, &bits, sizeof(T) * n);
 }
 // Orders this thread's streaming stores before whatever follows.
