@@ -1,7 +1,6 @@
 // DyT: y = weight * tanh(alpha * x) + bias, forward and backward. Compiled once per ISA;
 // see pynorm/dyt.h for the formulas. tanh and 1 - tanh^2 come from simd.h's tanh_vec,
-// recomputed from x in the backward (nothing but x is saved). The forward writes through
-// write_row_staged: its tanh costs more than its store (see simd.h).
+// recomputed from x in the backward (nothing but x is saved).
 #include "pynorm/dyt.h"
 
 #include "kernels.h"
@@ -21,7 +20,7 @@ template <class T> void dyt_forward(const DytForwardArgs& a) {
         parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
             const T* x = static_cast<const T*>(a.x) + r * a.x_row_stride;
-            write_row_staged<stream>(static_cast<T*>(a.y) + r * dim, dim, [&](int64_t i, auto k) {
+            write_row<stream>(static_cast<T*>(a.y) + r * dim, dim, [&](int64_t i, auto k) {
               Vec<A> v = tanh_vec<A, false>(load(x + i, k) * alpha, nullptr);
               if constexpr (has_weight) v *= load(weight + i, k);
               if constexpr (has_bias) v += load(bias + i, k);

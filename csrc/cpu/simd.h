@@ -414,27 +414,6 @@ template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n
   write_rows<Stream, 1>(out, n, [&](int64_t i, auto k) { return [&value, i, k](int) { return value(i, k); }; });
 }
 
-// write_row for values that cost far more to compute than to store (DyT's tanh). Streaming
-// stores issued one by one between long computations stall the core (measured on Zen 4,
-// [16384 x 1024], 2 threads: DyT forward 1.68x faster staged than streamed store by store,
-// and ~0.8 of a copy's speed staged against ~0.45 unstaged). Here,
-// with Stream=true, the values of kStageBytes of the row are computed into a buffer in L1,
-// then streamed out in one burst. value() is called in the same order as by write_row.
-constexpr int64_t kStageBytes = 4096;
-template <bool Stream, class T, class F> inline void write_row_staged(T* out, int64_t n, F&& value) {
-  using B = typename StoreBits<T>::type;
-  constexpr int64_t L = kLanes<acc_t<T>>, kStage = kStageBytes / sizeof(B) * L;  // elements
-  if (!Stream || reinterpret_cast<uintptr_t>(out) % sizeof(B) != 0) return write_row<false>(out, n, value);
-  alignas(64) B stage[kStage / L];
-  const int64_t whole = n / L * L;
-  for (int64_t c = 0; c < whole; c += kStage) {
-    const int64_t m = kStage < whole - c ? kStage : whole - c;
-    for (int64_t i = 0; i < m; i += L) stage[i / L] = pack<T>(value(c + i, Full{}));
-    for (int64_t i = 0; i < m; i += L) store_bits<true>(out + c + i, stage[i / L]);
-  }
-  if (whole < n) store<false>(out + whole, value(whole, int(n - whole)), int(n - whole));
-}
-
 // Asks for the cache line holding p ahead of its use (a hint: never faults). The norm kernels
 // fetch the next row while they finish the current one from cache, when the hardware
 // prefetcher, seeing no misses, would otherwise stop streaming.
