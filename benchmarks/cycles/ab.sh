@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Cycles per 16 elements of the CPU norm kernels (csrc/cpu/norm.cpp) at several git revisions,
+# built into one binary and timed in turns (see main.cpp), for A/B comparisons that a noisy
+# neighbour cannot skew: compare rows of one run, never runs.
+#   benchmarks/cycles/ab.sh HEAD~1 HEAD      # v0 = HEAD~1, v1 = HEAD
+#   benchmarks/cycles/ab.sh WORKTREE HEAD    # WORKTREE = the uncommitted files
+# Needs g++ with OpenMP; uses AVX-512 when the CPU has it, else AVX2.
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if grep -q avx512f /proc/cpuinfo; then
+  flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c"
+else
+  flags="-mavx2 -mfma -mf16c"
+fi
+flags="-w -O3 -ffp-contract=off -fopenmp $flags"
+objects=() revisions=""
+i=0
+for rev in "$@"; do
+  dir="$work/v$i"
+  mkdir -p "$dir"
+  for f in norm.cpp simd.h kernels.h; do
+    if [ "$rev" = WORKTREE ]; then cp "$root/csrc/cpu/$f" "$dir/$f"; else git -C "$root" show "$rev:csrc/cpu/$f" > "$dir/$f"; fi
+  done
+  # float32 only: drop the other types' instantiations
+  sed -i '/template void norm_.*<\(double\|Half\|BFloat16\)>/d' "$dir/norm.cpp"
+  g++ $flags -DPYNORM_ISA=v$i -I"$dir" -I"$root/csrc/include" -c "$dir/norm.cpp" -o "$dir/norm.o" &
+  objects+=("$dir/norm.o") revisions="$revisions V($i)"
+  echo "v$i = $rev"
+  i=$((i + 1))
+done
+wait
+g++ $flags -DREVISIONS="$revisions" -I"$root/csrc/include" "$root/benchmarks/cycles/main.cpp" "${objects[@]}" -o "$work/ab"
+"$work/ab"
