@@ -393,7 +393,7 @@ template <class A, class F> inline void for_each_vec(int64_t n, F&& f) {
 // always starting at element 0 of a row (so that reductions done inside value() group
 // elements the same way whatever the address). The rows are visited together, a vector of
 // each in turn: value(i, k) does the per-column work once (loading weights, say) and returns
-// the per-row function. With Stream=true, outputs that start at a vector-aligned address
+// the per-row function, which is then called for j = 0, 1, ..., R - 1 in that order. With Stream=true, outputs that start at a vector-aligned address
 // (and whose rows all do) are streamed to memory, others are stored normally (pynorm
 // allocates its outputs 64-byte aligned).
 template <bool Stream, int R, class T, class F> inline void write_rows(T* out, int64_t n, F&& value) {
