@@ -12,10 +12,11 @@ namespace PYNORM_ISA {
 // Rows longer than this (with weight and bias, or the backward's column partials, beside them
 // more than L1 holds) go kRowsAtOnce at a time, a vector of each in turn, so that those are
 // read once per group from L2, not once per row (measured, 2 threads, [4096 x 4096] and
-// [2048 x 8192]: forward 1.1-1.4x, backward 1.2-1.3x); shorter rows go one at a time
-// (grouped, rows 4 KiB apart contend for L1 sets: [16384 x 1024] forward 0.8-0.9x).
+// [2048 x 8192], against one row at a time: forward 1.1-1.4x, backward 1.3-1.6x; 8 rows beat
+// 2 and 4, and matched 16); shorter rows go one at a time (grouped, rows 4 KiB apart contend
+// for L1 sets: [16384 x 1024] forward 0.8-0.9x).
 constexpr int64_t kLongRowBytes = 8192;
-constexpr int kRowsAtOnce = 4;
+constexpr int kRowsAtOnce = 8;
 
 template <class T> void dyt_forward(const DytForwardArgs& a) {
   using A = acc_t<T>;
