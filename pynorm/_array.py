@@ -151,6 +151,8 @@ def same_dtype(arrays: "dict[str, np.ndarray]", fn: str) -> np.dtype:
 
 def like(y: Any, x: np.ndarray, name: str, fn: str) -> np.ndarray:
     """An argument that must have x's shape (e.g. dy), converted to x's dtype."""
+    if type(y) is np.ndarray and y.dtype == x.dtype and y.shape == x.shape:
+        return y  # the common case, first
     arr = as_array(y, name, fn)
     if arr.shape != x.shape:
         raise ValueError(f"{fn}: {name} has shape {arr.shape} but x has shape {x.shape}")
