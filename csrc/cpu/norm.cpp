@@ -28,7 +28,7 @@ template <class A> struct RowStats { A mean, rstd; };
 
 constexpr int kGroupRows = 4;
 constexpr int64_t kGroupedRowBytes = 16384;  // rows up to this size are grouped (a group stays in L2)
-constexpr int64_t kShortRowBytes = 256;      // rows up to this size go kLanes at a time
+constexpr int64_t kShortRowBytes = 256;      // rows up to this size go in bigger groups (S below)
 
 // Calls f(std::integral_constant<int, R>{}, r) for consecutive groups of R rows covering
 // [r0, r1): groups of S for rows up to kShortRowBytes, of kGroupRows for rows up to
