@@ -18,6 +18,12 @@ namespace PYNORM_ISA {
 constexpr int64_t kLongRowBytes = 8192;
 constexpr int kRowsAtOnce = 8;
 
+// Calls f(std::integral_constant<int, R>{}, r) for groups of R rows covering [r0, r1): groups
+// of kRowsAtOnce for long rows, then single rows.
+template <class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
+  row_groups<1>(row_bytes > kLongRowBytes ? row_groups<kRowsAtOnce>(r0, r1, f) : r0, r1, f);
+}
+
 template <class T> void dyt_forward(const DytForwardArgs& a) {
   using A = acc_t<T>;
   const int64_t dim = a.dim;
@@ -42,10 +48,7 @@ template <class T> void dyt_forward(const DytForwardArgs& a) {
               };
             });
           };
-          int64_t r = r0;
-          if (dim * int64_t(sizeof(T)) > kLongRowBytes)
-            for (; r + kRowsAtOnce <= r1; r += kRowsAtOnce) rows(std::integral_constant<int, kRowsAtOnce>{}, r);
-          for (; r < r1; ++r) rows(std::integral_constant<int, 1>{}, r);
+          for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), rows);
         });
       },
       weight != nullptr, bias != nullptr, stream_output(a.rows * dim * int64_t(sizeof(T))));
@@ -97,10 +100,7 @@ template <class T> void dyt_backward(const DytBackwardArgs& a) {
                   };
                 });
               };
-              int64_t r = r0;
-              if (dim * int64_t(sizeof(T)) > kLongRowBytes)
-                for (; r + kRowsAtOnce <= r1; r += kRowsAtOnce) rows(std::integral_constant<int, kRowsAtOnce>{}, r);
-              for (; r < r1; ++r) rows(std::integral_constant<int, 1>{}, r);
+              for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), rows);
               store<false>(partial, sum_dalpha, Full{});
             },
             totals.data);

@@ -35,11 +35,9 @@ constexpr int64_t kShortRowBytes = 256;      // rows up to this size go in bigge
 // kGroupedRowBytes, then single rows.
 template <int S, class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
   int64_t r = r0;
-  if (row_bytes <= kShortRowBytes)
-    for (; r + S <= r1; r += S) f(std::integral_constant<int, S>{}, r);
-  if (row_bytes <= kGroupedRowBytes)
-    for (; r + kGroupRows <= r1; r += kGroupRows) f(std::integral_constant<int, kGroupRows>{}, r);
-  for (; r < r1; ++r) f(std::integral_constant<int, 1>{}, r);
+  if (row_bytes <= kShortRowBytes) r = row_groups<S>(r, r1, f);
+  if (row_bytes <= kGroupedRowBytes) r = row_groups<kGroupRows>(r, r1, f);
+  row_groups<1>(r, r1, f);
 }
 
 // Two sums per row for R rows: pass(a, b) adds row j's terms into a[j] and b[j], and

@@ -62,15 +62,16 @@ template <class A> constexpr int kLanes = PYNORM_VEC_BYTES / sizeof(A);
 // Every lane a: a - 0 is exactly a (-0 included; {} + a is not: 0 + -0 is +0), and compiles
 // to one broadcast.
 template <class A> inline Vec<A> splat(A a) { return a - Vec<A>{}; }
-// Sum of the lanes by halves (lower + upper half, recursively): a tree of log2(lanes) adds,
-// in the same order every time.
-// The lower or upper half of a vector, as a vector of half the width (register shuffles).
+// The lower or upper half of a vector, as a vector of half the width (register shuffles; a
+// copy through memory here kept every caller's accumulators on the stack).
 template <bool Upper, class V, int... I> PYNORM_INLINE auto halves(V v, std::integer_sequence<int, I...>) {
   return __builtin_shufflevector(v, v, (I + (Upper ? int(sizeof...(I)) : 0))...);
 }
 template <bool Upper, class V> PYNORM_INLINE auto halves(V v) {
   return halves<Upper>(v, std::make_integer_sequence<int, int(sizeof(V) / sizeof(v[0]) / 2)>{});
 }
+// Sum of the lanes by halves (lower + upper half, recursively): a tree of log2(lanes) adds,
+// in the same order every time.
 template <class V> inline auto hsum(V v) {
   using E = decltype(v[0] + 0);
   if constexpr (sizeof(V) == sizeof(E)) {
@@ -393,9 +394,10 @@ template <class A, class F> inline void for_each_vec(int64_t n, F&& f) {
 // always starting at element 0 of a row (so that reductions done inside value() group
 // elements the same way whatever the address). The rows are visited together, a vector of
 // each in turn: value(i, k) does the per-column work once (loading weights, say) and returns
-// the per-row function, which is then called for j = 0, 1, ..., R - 1 in that order. With Stream=true, outputs that start at a vector-aligned address
-// (and whose rows all do) are streamed to memory, others are stored normally (pynorm
-// allocates its outputs 64-byte aligned).
+// the per-row function, which is then called for j = 0, 1, ..., R - 1 in that order. With
+// Stream=true, outputs that start at a vector-aligned address (and whose rows all do) are
+// streamed to memory, others are stored normally (pynorm allocates its outputs 64-byte
+// aligned).
 template <bool Stream, int R, class T, class F> inline void write_rows(T* out, int64_t n, F&& value) {
   constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
   auto rows = [&](auto stream) {
@@ -412,6 +414,14 @@ template <bool Stream, int R, class T, class F> inline void write_rows(T* out, i
 // write_rows for one row: out[i] = value(i, k).
 template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n, F&& value) {
   write_rows<Stream, 1>(out, n, [&](int64_t i, auto k) { return [&value, i, k](int) { return value(i, k); }; });
+}
+
+// Calls f(std::integral_constant<int, G>{}, r) for consecutive groups of G rows from r on while
+// a whole group fits before r1; returns the first row left over. Kernels chain these, larger
+// groups first, and finish with G = 1.
+template <int G, class F> inline int64_t row_groups(int64_t r, int64_t r1, F&& f) {
+  for (; r + G <= r1; r += G) f(std::integral_constant<int, G>{}, r);
+  return r;
 }
 
 // Asks for the cache line holding p ahead of its use (a hint: never faults). The norm kernels
