@@ -90,10 +90,11 @@ def test_results_are_bitwise_identical_for_1_2_3_threads(dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("dim", [3, 32, 64, 65])
+@pytest.mark.parametrize("dim", [3, 16, 24, 32, 64, 65])
 def test_each_row_is_computed_as_if_alone(dtype, dim):
-    """Short rows go in groups (of a vector's lane count, or of 4) with shared horizontal sums;
-    a row's result must not depend on its group: compare with each row passed alone."""
+    """Short rows go in groups (of a vector's lane count, or of 4) with shared horizontal sums,
+    the backward's rows of one or two vectors kept in registers; a row's result must not
+    depend on its group: compare with each row passed alone."""
     rng = np.random.default_rng(8)
     x = (rng.standard_normal((37, dim)) + 5).astype(dtype)
     dy = rng.standard_normal((37, dim)).astype(dtype)
@@ -207,12 +208,12 @@ STREAMED_CALLS = {
 }
 
 
-@pytest.mark.parametrize("dim", [1024, 1001, 3])  # aligned rows; rows at every alignment; tiny rows
+@pytest.mark.parametrize("dim", [1024, 1001, 32, 3])  # aligned rows; rows at every alignment; short rows
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("op", sorted(STREAMED_CALLS))
 def test_outputs_over_4_mib_equal_the_cached_path(op, dtype, dim):
-    """Outputs of 4 MiB or more are written with streaming stores (DyT's forward through a
-    staging buffer in L1); the values must be bitwise those of the row-by-row path, which
+    """Outputs of 4 MiB or more are written with streaming stores; the values must be bitwise
+    those of the path that stores normally, which
     computes each row the same way. (The parameter gradients do not depend on the path; they
     are checked against torch elsewhere.)"""
     rows = (4 << 20) // (np.dtype(dtype).itemsize * dim) + 3

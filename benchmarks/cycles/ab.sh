@@ -4,6 +4,7 @@
 # neighbour cannot skew: compare rows of one run, never runs.
 #   benchmarks/cycles/ab.sh HEAD~1 HEAD      # v0 = HEAD~1, v1 = HEAD
 #   benchmarks/cycles/ab.sh WORKTREE HEAD    # WORKTREE = the uncommitted files
+#   benchmarks/cycles/ab.sh HEAD /tmp/try    # a directory: a checkout's csrc/cpu files
 # Needs g++ with OpenMP; uses AVX-512 when the CPU has it, else AVX2.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -21,7 +22,9 @@ for rev in "$@"; do
   dir="$work/v$i"
   mkdir -p "$dir"
   for f in norm.cpp simd.h kernels.h; do
-    if [ "$rev" = WORKTREE ]; then cp "$root/csrc/cpu/$f" "$dir/$f"; else git -C "$root" show "$rev:csrc/cpu/$f" > "$dir/$f"; fi
+    if [ "$rev" = WORKTREE ]; then cp "$root/csrc/cpu/$f" "$dir/$f"
+    elif [ -d "$rev" ]; then cp "$rev/csrc/cpu/$f" "$dir/$f"
+    else git -C "$root" show "$rev:csrc/cpu/$f" > "$dir/$f"; fi
   done
   # float32 only: drop the other types' instantiations
   sed -i '/template void norm_.*<\(double\|Half\|BFloat16\)>/d' "$dir/norm.cpp"

@@ -11,9 +11,11 @@
 // what costs. Rows of up to 256 bytes go a vector's lane count at a time (16 float rows
 // with AVX-512; half that in the backward, whose two sums per row would not otherwise fit in
 // registers): their horizontal sums are one transposed tree (simd.h's hsums) and their
-// square roots and divisions vector instructions. Grouping changes no result: each row is
-// computed exactly as alone, and contributions to the column sums (dweight, dbias) are
-// still added in row order.
+// square roots and divisions vector instructions. The backward's rows of one or two vectors
+// (FixedVecs) go four (or eight) at a time with g = dy w and xhat kept in registers from the
+// row sums to dx: x and dy are read once, and the dx pass waits on nothing but the sums.
+// Grouping changes no result: each row is computed exactly as alone, and contributions to
+// the column sums (dweight, dbias) are still added in row order.
 #include "pynorm/norm.h"
 
 #include "kernels.h"
@@ -40,19 +42,21 @@ template <int S, class F> inline void for_each_row_group(int64_t r0, int64_t r1,
   row_groups<1>(r, r1, f);
 }
 
-// Two sums per row for R rows: pass(a, b) adds row j's terms into a[j] and b[j], and
-// out_a[j], out_b[j] receive their horizontal sums. When 2R is the lane count, the 2R
-// accumulators share one transposed tree (hsums).
-template <int R, class A, class Pass> PYNORM_INLINE void paired_row_sums(Pass&& pass, A* out_a, A* out_b) {
+// Two sums per row for R rows, times factor: pass(a, b) adds row j's terms into a[j] and b[j],
+// and out_a[j], out_b[j] receive their horizontal sums times factor. When 2R vectors fit one
+// transposed tree (simd.h's hsums), the 2R accumulators share it, and one vector multiply
+// scales all the sums.
+template <int R, class A, class Pass> PYNORM_INLINE void paired_row_sums(Pass&& pass, A factor, A* out_a, A* out_b) {
   Vec<A> acc[2 * R] = {};
   pass(acc, acc + R);
-  if constexpr (2 * R == kLanes<A>) {
-    A sums[2 * R];
-    hsums<2 * R>(acc, sums);
-    PYNORM_UNROLL for (int j = 0; j < R; ++j) out_a[j] = sums[j], out_b[j] = sums[R + j];
+  if constexpr (kSharedTree<2 * R, kLanes<A>>) {
+    constexpr int S = kLanes<A> / (2 * R);
+    const Vec<A> sums = shared_hsums<2 * R>(acc) * factor;
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) out_a[j] = sums[j * S], out_b[j] = sums[(R + j) * S];
   } else {
     hsums<R>(acc, out_a);
     hsums<R>(acc + R, out_b);
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) out_a[j] *= factor, out_b[j] *= factor;
   }
 }
 
@@ -115,22 +119,36 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> 
 }
 
 // Whether a group's output pass asks for the next group's rows (simd.h's prefetch): always
-// for long rows; for groups of short rows only when the data is too large for the cache (the
-// outputs are streamed), since in cache the prefetches cost more than they save (in-L2
-// [4224 x 32] backward ~10% faster without, [131072 x 64] ~25% slower).
-template <int R, bool Stream> constexpr bool fetch_ahead = R <= kGroupRows || Stream;
+// for long rows; for groups of short rows (more than kGroupRows, or FixedVecs rows) only when
+// the data is too large for the cache (the outputs are streamed), since in cache the
+// prefetches cost more than they save (in-L2 [4224 x 32] backward ~10% faster without,
+// [131072 x 64] ~25% slower).
+template <int R, bool Stream, class Shape = AnyVecs>
+constexpr bool fetch_ahead = Stream || (R <= kGroupRows && std::is_same_v<Shape, AnyVecs>);
 
 // Writes the outputs of a group of R rows (simd.h's write_rows): short rows a vector of each
 // row in turn, in one loop for the group; longer rows one after the other (rows whose
 // addresses differ by a multiple of 4 KiB would otherwise contend for the same L1 sets).
-template <bool Stream, int R, class T, class F> PYNORM_INLINE void write_group(T* out, int64_t n, F&& value) {
-  if constexpr (R > kGroupRows) {
-    write_rows<Stream, R>(out, n, value);
+template <bool Stream, int R, class T, class F, class Shape>
+PYNORM_INLINE void write_group(T* out, int64_t n, F&& value, Shape shape) {
+  if constexpr (R > kGroupRows || !std::is_same_v<Shape, AnyVecs>) {
+    write_rows<Stream, R>(out, n, value, shape);
   } else {
     PYNORM_UNROLL for (int j = 0; j < R; ++j)
       write_rows<Stream, 1>(out + j * n, n, [&](int64_t i, auto k) { return [row = value(i, k), j](int) { return row(j); }; });
   }
 }
+
+// Vectors per row up to which the backward keeps a group's g and xhat in registers (FixedVecs
+// rows), and how many of each a group may hold: with AVX-512's 32 registers, 4 rows of 2
+// vectors, 8 of 1; with 16 registers, 4 rows of 1 vector. ([4224 x 32] backward, cycles per
+// 16 elements: 15.6 -> 10.3 with groups of 4 rows; 12.0 with 8, 15.5 with 2.) Rows of 16-bit
+// floats take the generic path: the extra instantiations would double norm.cpp's build time
+// for types used as storage.
+constexpr int kCachedVecs = PYNORM_VEC_BYTES == 64 ? 8 : 4;
+constexpr int kCachedRowVecs = kCachedVecs / 4;
+template <class Shape> struct CachedRows { static constexpr int vecs = 1, rows = 1; };
+template <int V, bool Tail> struct CachedRows<FixedVecs<V, Tail>> { static constexpr int vecs = V, rows = kCachedVecs / V; };
 
 }  // namespace
 
@@ -164,7 +182,7 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
               if constexpr (has_bias) v += b;
               return v;
             };
-          });
+          }, AnyVecs{});
         };
         parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
           for_each_row_group<kLanes<A>>(r0, r1, dim * int64_t(sizeof(T)), group);
@@ -186,8 +204,12 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
   Buffer<A> totals(width);
   with_bools(
       [&](auto has_weight, auto has_dbias, auto scale, auto stream) {
-        auto group = [&](auto rows, int64_t r, A* partial) {
+        // A group of R rows. With FixedVecs rows (shape), the sums pass keeps g and xhat in
+        // registers for the dx pass, which then reads neither x nor dy again.
+        auto group = [&](auto rows, int64_t r, A* partial, auto shape) {
           constexpr int R = decltype(rows)::value;
+          constexpr bool cached = !std::is_same_v<decltype(shape), AnyVecs>;
+          constexpr int V = CachedRows<decltype(shape)>::vecs;
           const T *x[R], *dy[R];
           PYNORM_UNROLL for (int j = 0; j < R; ++j) {
             x[j] = static_cast<const T*>(a.x) + (r + j) * a.x_row_stride;
@@ -207,6 +229,7 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
           A* partial_dweight = partial;
           A* partial_dbias = partial + (has_weight ? dim : 0);
           A mean_g[R], mean_gx[R];
+          Vec<A> g_kept[cached ? R : 1][V], xhat_kept[cached ? R : 1][V];
           paired_row_sums<R>(
               [&](Vec<A>* sum_g, Vec<A>* sum_gx) {
                 for_each_vec<A>(dim, [&](int64_t i, auto k) {
@@ -217,6 +240,7 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                     const Vec<A> dyv = load(dy[j] + i, k);
                     const Vec<A> g = has_weight ? dyv * w : dyv;
                     const Vec<A> xhat = keep((load(x[j] + i, k) - s[j].mean) * s[j].rstd, k);
+                    if constexpr (cached) g_kept[j][i / kLanes<A>] = g, xhat_kept[j][i / kLanes<A>] = xhat;
                     sum_g[j] += g;
                     sum_gx[j] += g * xhat;
                     if constexpr (has_weight) dw += dyv * xhat;
@@ -224,34 +248,39 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                   }
                   if constexpr (has_weight) store<false>(partial_dweight + i, dw, k);
                   if constexpr (has_dbias) store<false>(partial_dbias + i, db, k);
-                });
+                }, shape);
               },
-              mean_g, mean_gx);
-          PYNORM_UNROLL for (int j = 0; j < R; ++j) {
-            mean_g[j] = a.center ? mean_g[j] * inv_dim : A(0);
-            mean_gx[j] *= inv_dim;
-          }
+              inv_dim, mean_g, mean_gx);
+          if (!a.center) PYNORM_UNROLL for (int j = 0; j < R; ++j) mean_g[j] = A(0);
           write_group<stream, R>(static_cast<T*>(a.dx) + r * dim, dim, [&](int64_t i, auto k) {
             Vec<A> w = {};
-            if constexpr (has_weight) w = load(weight + i, k);
+            if constexpr (has_weight && !cached) w = load(weight + i, k);
             return [&, i, k, w](int j) {
-              if constexpr (fetch_ahead<R, stream>) {
+              if constexpr (fetch_ahead<R, stream, decltype(shape)>) {
                 prefetch(x[j] + R * a.x_row_stride + i);
                 prefetch(dy[j] + R * a.dy_row_stride + i);
               }
-              Vec<A> g = load(dy[j] + i, k);
-              if constexpr (has_weight) g *= w;
+              Vec<A> g, xhat;
+              if constexpr (cached) {
+                g = g_kept[j][i / kLanes<A>], xhat = xhat_kept[j][i / kLanes<A>];
+              } else {
+                g = load(dy[j] + i, k);
+                if constexpr (has_weight) g *= w;
+                if constexpr (scale) xhat = (load(x[j] + i, k) - s[j].mean) * s[j].rstd;
+              }
               if constexpr (!scale) return g - mean_g[j];  // x does not enter: NaN in x stays out
-              const Vec<A> xhat = (load(x[j] + i, k) - s[j].mean) * s[j].rstd;
               return (g - mean_g[j] - xhat * mean_gx[j]) * s[j].rstd;
             };
-          });
+          }, shape);
         };
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,
             [&](int64_t r0, int64_t r1, A* partial) {
-              for_each_row_group<kLanes<A> / 2>(r0, r1, dim * int64_t(sizeof(T)),
-                                 [&](auto rows, int64_t r) { group(rows, r, partial); });
+              with_row_shape<A, std::is_same_v<T, A> ? kCachedRowVecs : 0>(dim, [&](auto shape) {
+                constexpr int S = std::is_same_v<decltype(shape), AnyVecs> ? kLanes<A> / 2 : CachedRows<decltype(shape)>::rows;
+                for_each_row_group<S>(r0, r1, dim * int64_t(sizeof(T)),
+                                      [&](auto rows, int64_t r) { group(rows, r, partial, shape); });
+              });
             },
             totals.data);
       },

@@ -81,10 +81,11 @@ template <class V> inline auto hsum(V v) {
   }
 }
 
-// The horizontal sums of R vectors: out[j] = hsum(v[j]), bitwise. When R is the lane count
-// the R trees share their work: each level folds two vectors' halves into one vector (one
-// add and two shuffles), so R sums cost R - 1 vector adds instead of R log2(R) scalar ones,
-// while every lane is still summed lower half + upper half, as hsum does.
+// The horizontal sums of R vectors: out[j] = hsum(v[j]), bitwise. When R is a power of two up
+// to the lane count, the R trees share their work: each level folds two vectors' halves into
+// one vector (one add and two shuffles), so R sums cost R - 1 vector adds (plus log2(L/R)
+// in-vector steps when R < L lanes) instead of R log2(L) lone ones, while every lane is still
+// summed lower half + upper half, as hsum does.
 template <class V, int W, bool Upper, int... I>
 PYNORM_INLINE V segment_halves(V x, V y, std::integer_sequence<int, I...>) {
   // lane i of the result: segment g = i / (W/2) comes from x (g even) or y (g odd), from that
@@ -92,23 +93,42 @@ PYNORM_INLINE V segment_halves(V x, V y, std::integer_sequence<int, I...>) {
   constexpr int L = sizeof...(I), H = W / 2;
   return __builtin_shufflevector(x, y, ((I / H) % 2 * L + (I / H) / 2 * W + I % H + (Upper ? H : 0))...);
 }
-// N vectors, each of L/N segments of width N (one per original vector), to N/2 vectors of
-// 2L/N segments of width N/2; pairing vector k with k + N/2 leaves the sums in their natural order.
-template <int N, class V> PYNORM_INLINE void fold_segments(V* v) {
+// N vectors of segments of width W (one per original vector) to N/2 vectors of segments of
+// width W/2; pairing vector k with k + N/2 leaves the segments in the original vectors' order.
+template <int N, int W, class V> PYNORM_INLINE void fold_segments(V* v) {
   if constexpr (N > 1) {
     using Lanes = std::make_integer_sequence<int, int(sizeof(V) / sizeof(v[0][0]))>;
     PYNORM_UNROLL for (int k = 0; k < N / 2; ++k)
-      v[k] = segment_halves<V, N, false>(v[k], v[k + N / 2], Lanes{}) +
-             segment_halves<V, N, true>(v[k], v[k + N / 2], Lanes{});
-    fold_segments<N / 2>(v);
+      v[k] = segment_halves<V, W, false>(v[k], v[k + N / 2], Lanes{}) +
+             segment_halves<V, W, true>(v[k], v[k + N / 2], Lanes{});
+    fold_segments<N / 2, W / 2>(v);
   }
 }
+// Adds to each lane its partner W/2 lanes away within segments of width W, down to width 1:
+// lane 0 of each segment then holds the segment's sum, in hsum's order.
+template <int W, class V, int... I> PYNORM_INLINE V sum_segments(V v, std::integer_sequence<int, I...> lanes) {
+  if constexpr (W == 1) {
+    return v;
+  } else {
+    constexpr int H = W / 2;
+    return sum_segments<H>(v + __builtin_shufflevector(v, v, (I % W < H ? I + H : I - H)...), lanes);
+  }
+}
+// Whether R vectors of L lanes share one tree, and the tree: a vector whose lane j * (L / R)
+// holds hsum(v[j]).
+template <int R, int L> constexpr bool kSharedTree = R > 1 && R <= L && (R & (R - 1)) == 0;
+template <int R, class V> PYNORM_INLINE V shared_hsums(const V* v) {
+  constexpr int L = int(sizeof(V) / sizeof(v[0][0]));
+  V t[R];
+  PYNORM_UNROLL for (int j = 0; j < R; ++j) t[j] = v[j];
+  fold_segments<R, L>(t);
+  return sum_segments<L / R>(t[0], std::make_integer_sequence<int, L>{});
+}
 template <int R, class V, class E> PYNORM_INLINE void hsums(const V* v, E* out) {
-  if constexpr (R * sizeof(E) == sizeof(V)) {
-    V t[R];
-    PYNORM_UNROLL for (int j = 0; j < R; ++j) t[j] = v[j];
-    fold_segments<R>(t);
-    std::memcpy(out, &t[0], sizeof(V));
+  constexpr int L = int(sizeof(V) / sizeof(E));
+  if constexpr (kSharedTree<R, L>) {
+    const V sums = shared_hsums<R>(v);
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) out[j] = sums[j * (L / R)];
   } else {
     PYNORM_UNROLL for (int j = 0; j < R; ++j) out[j] = hsum(v[j]);
   }
@@ -382,15 +402,40 @@ inline void stream_fence() {
 }
 
 // ------------------------------------------------------------------ row loops
+// Row shapes for the vector loops: any length (AnyVecs), or V vectors known at compile time,
+// the last one a tail when Tail (FixedVecs: the loop is unrolled, so that arrays indexed by the
+// vector, i / lanes, stay in registers).
+struct AnyVecs {};
+template <int V, bool Tail> struct FixedVecs {};
+
+// Calls f(FixedVecs<V, Tail>{}) for rows of n elements when they span at most MaxV vectors,
+// f(AnyVecs{}) otherwise.
+template <class A, int MaxV, int V = 1, class F> inline void with_row_shape(int64_t n, F&& f) {
+  constexpr int64_t L = kLanes<A>;
+  if constexpr (V > MaxV) {
+    f(AnyVecs{});
+  } else {
+    if (n == 0) f(AnyVecs{});
+    else if (n > V * L) with_row_shape<A, MaxV, V + 1>(n, f);
+    else if (n == V * L) f(FixedVecs<V, false>{});
+    else f(FixedVecs<V, true>{});
+  }
+}
+
 // Calls f(i, Full{}) for each whole vector of [0, n) and f(i, k) for a k-lane tail.
-template <class A, class F> inline void for_each_vec(int64_t n, F&& f) {
+template <class A, class F> inline void for_each_vec(int64_t n, F&& f, AnyVecs = {}) {
   constexpr int L = kLanes<A>;
   int64_t i = 0;
   for (; i + L <= n; i += L) f(i, Full{});
   if (i < n) f(i, int(n - i));
 }
+template <class A, class F, int V, bool Tail> PYNORM_INLINE void for_each_vec(int64_t n, F&& f, FixedVecs<V, Tail>) {
+  constexpr int L = kLanes<A>;
+  PYNORM_UNROLL for (int v = 0; v < V - int(Tail); ++v) f(int64_t(v) * L, Full{});
+  if constexpr (Tail) f(int64_t(V - 1) * L, int(n - int64_t(V - 1) * L));
+}
 
-// out[j * n + i] = value(i, k)(j) for R rows j and i in [0, n), a vector at a time, vectors
+// out[j * n + i] = value(i, k)(j) for R rows j and i in [0, n) (of the given Shape), a vector at a time, vectors
 // always starting at element 0 of a row (so that reductions done inside value() group
 // elements the same way whatever the address). The rows are visited together, a vector of
 // each in turn: value(i, k) does the per-column work once (loading weights, say) and returns
@@ -398,13 +443,14 @@ template <class A, class F> inline void for_each_vec(int64_t n, F&& f) {
 // Stream=true, outputs that start at a vector-aligned address (and whose rows all do) are
 // streamed to memory, others are stored normally (pynorm allocates its outputs 64-byte
 // aligned).
-template <bool Stream, int R, class T, class F> inline void write_rows(T* out, int64_t n, F&& value) {
+template <bool Stream, int R, class T, class F, class Shape = AnyVecs>
+PYNORM_INLINE void write_rows(T* out, int64_t n, F&& value, Shape shape = {}) {
   constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
   auto rows = [&](auto stream) {
     for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) {
       auto row = value(i, k);
       PYNORM_UNROLL for (int j = 0; j < R; ++j) store<decltype(stream)::value>(out + j * n + i, row(j), k);
-    });
+    }, shape);
   };
   if (Stream && reinterpret_cast<uintptr_t>(out) % bytes == 0 && (R == 1 || n * sizeof(T) % bytes == 0))
     rows(std::true_type{});
