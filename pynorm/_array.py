@@ -175,8 +175,8 @@ def row_stats(stat: Any, x: np.ndarray, name: str, fn: str) -> Optional[np.ndarr
     """Saved per-row statistics (mean or rstd): one value per row of x, in the accumulate dtype."""
     if stat is None:
         return None
-    if type(stat) is np.ndarray and stat.dtype == accumulate_dtype(x.dtype) and stat.shape == x.shape[:-1] and stat.flags.c_contiguous:
-        return stat.reshape(-1)  # the common case (as layer_norm returned it), first
+    if type(stat) is np.ndarray and stat.shape == x.shape[:-1] and stat.dtype == accumulate_dtype(x.dtype) and stat.flags.c_contiguous:
+        return stat if stat.ndim == 1 else stat.reshape(-1)  # the common case (as layer_norm returned it), first
     arr = as_array(stat, name, fn)
     if arr.shape != x.shape[:-1] and arr.shape != (n_rows(x),):
         raise ValueError(f"{fn}: {name} must have shape {x.shape[:-1]} (one value per row), got {arr.shape}")
@@ -284,7 +284,6 @@ def empty(shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def output(x: np.ndarray, out: Optional[np.ndarray], fn: str) -> Tuple[np.ndarray, np.ndarray]:
     """(result with x's shape, its [rows, dim] view) -- a new array, or ``out`` after checks."""
-    rows_shape = (math.prod(x.shape[:-1]), x.shape[-1])
     if out is None:
         result = empty(x.shape, x.dtype)
     else:
@@ -298,7 +297,7 @@ def output(x: np.ndarray, out: Optional[np.ndarray], fn: str) -> Tuple[np.ndarra
         if np.shares_memory(out, x) and not same_buffer:
             raise ValueError(f"{fn}: out overlaps x without being x itself (in-place use must pass out=x)")
         result = out
-    return result, result.reshape(rows_shape)
+    return result, (result if result.ndim == 2 else result.reshape(n_rows(x), x.shape[-1]))
 
 
 
