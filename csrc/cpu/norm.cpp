@@ -207,8 +207,12 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
   with_bools(
       [&](auto has_weight, auto has_dbias, auto scale, auto stream) {
         // A group of R rows. With FixedVecs rows (shape), the sums pass keeps g and xhat in
-        // registers for the dx pass, which then reads neither x nor dy again.
-        auto group = [&](auto rows, int64_t r, A* partial, auto shape) {
+        // registers for the dx pass, which then reads neither x nor dy again, and the block's
+        // weight and dweight and dbias partials stay in registers too (w_kept, dw_kept,
+        // db_kept: a vector per vector of the row); other rows read and write the partials in
+        // memory.
+        auto group = [&](auto rows, int64_t r, A* partial, auto shape, Vec<A>* w_kept, Vec<A>* dw_kept,
+                         Vec<A>* db_kept) PYNORM_INLINE_LAMBDA {
           constexpr int R = decltype(rows)::value;
           constexpr bool cached = !std::is_same_v<decltype(shape), AnyVecs>;
           constexpr int V = CachedRows<decltype(shape)>::vecs;
@@ -236,8 +240,12 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
               [&](Vec<A>* sum_g, Vec<A>* sum_gx) {
                 for_each_vec<A>(dim, [&](int64_t i, auto k) {
                   Vec<A> w = {}, dw = {}, db = {};
-                  if constexpr (has_weight) w = load(weight + i, k), dw = load(partial_dweight + i, k);
-                  if constexpr (has_dbias) db = load(partial_dbias + i, k);
+                  if constexpr (cached) {
+                    w = w_kept[i / kLanes<A>], dw = dw_kept[i / kLanes<A>], db = db_kept[i / kLanes<A>];
+                  } else {
+                    if constexpr (has_weight) w = load(weight + i, k), dw = load(partial_dweight + i, k);
+                    if constexpr (has_dbias) db = load(partial_dbias + i, k);
+                  }
                   PYNORM_UNROLL for (int j = 0; j < R; ++j) {
                     const Vec<A> dyv = load(dy[j] + i, k);
                     const Vec<A> g = has_weight ? dyv * w : dyv;
@@ -248,8 +256,12 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                     if constexpr (has_weight) dw = fmadd(dyv, xhat, dw);
                     if constexpr (has_dbias) db += dyv;
                   }
-                  if constexpr (has_weight) store<false>(partial_dweight + i, dw, k);
-                  if constexpr (has_dbias) store<false>(partial_dbias + i, db, k);
+                  if constexpr (cached) {
+                    dw_kept[i / kLanes<A>] = dw, db_kept[i / kLanes<A>] = db;
+                  } else {
+                    if constexpr (has_weight) store<false>(partial_dweight + i, dw, k);
+                    if constexpr (has_dbias) store<false>(partial_dbias + i, db, k);
+                  }
                 }, shape);
               },
               inv_dim, mean_g, mean_gx);
@@ -280,8 +292,22 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
             [&](int64_t r0, int64_t r1, A* partial) {
               with_row_shape<A, std::is_same_v<T, A> ? kCachedRowVecs : 0>(dim, [&](auto shape) {
                 constexpr int S = std::is_same_v<decltype(shape), AnyVecs> ? kLanes<A> / 2 : CachedRows<decltype(shape)>::rows;
-                for_each_row_group<S>(r0, r1, dim * int64_t(sizeof(T)),
-                                      [&](auto rows, int64_t r) { group(rows, r, partial, shape); });
+                constexpr bool cached = !std::is_same_v<decltype(shape), AnyVecs>;
+                constexpr int V = CachedRows<decltype(shape)>::vecs;
+                // three arrays, not one: GCC keeps small arrays in registers, not a [3][V] one
+                Vec<A> w_kept[V] = {}, dw_kept[V] = {}, db_kept[V] = {};
+                A* const partial_dbias = partial + (has_weight ? dim : 0);
+                if constexpr (cached) for_each_vec<A>(dim, [&](int64_t i, auto k) {
+                  if constexpr (has_weight) w_kept[i / kLanes<A>] = load(weight + i, k), dw_kept[i / kLanes<A>] = load(partial + i, k);
+                  if constexpr (has_dbias) db_kept[i / kLanes<A>] = load(partial_dbias + i, k);
+                }, shape);
+                for_each_row_group<S>(r0, r1, dim * int64_t(sizeof(T)), [&](auto rows, int64_t r) PYNORM_INLINE_LAMBDA {
+                  group(rows, r, partial, shape, w_kept, dw_kept, db_kept);
+                });
+                if constexpr (cached) for_each_vec<A>(dim, [&](int64_t i, auto k) {
+                  if constexpr (has_weight) store<false>(partial + i, dw_kept[i / kLanes<A>], k);
+                  if constexpr (has_dbias) store<false>(partial_dbias + i, db_kept[i / kLanes<A>], k);
+                }, shape);
               });
             },
             totals.data);

@@ -35,6 +35,7 @@
 // holding them inlined, so that the rows' accumulators live in registers.
 #define PYNORM_UNROLL _Pragma("GCC unroll 16")
 #define PYNORM_INLINE inline __attribute__((always_inline))
+#define PYNORM_INLINE_LAMBDA __attribute__((always_inline))  // [&](...) PYNORM_INLINE_LAMBDA { ... }
 
 namespace pynorm {
 namespace PYNORM_ISA {
