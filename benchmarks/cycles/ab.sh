@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cycles per 16 elements of the CPU norm kernels (csrc/cpu/norm.cpp) at several git revisions,
+# Cycles per 16 elements of the CPU norm and DyT kernels (csrc/cpu/norm.cpp, dyt.cpp) at several git revisions,
 # built into one binary and timed in turns (see main.cpp), for A/B comparisons that a noisy
 # neighbour cannot skew: compare rows of one run, never runs.
 #   benchmarks/cycles/ab.sh HEAD~1 HEAD      # v0 = HEAD~1, v1 = HEAD
@@ -21,15 +21,18 @@ i=0
 for rev in "$@"; do
   dir="$work/v$i"
   mkdir -p "$dir"
-  for f in norm.cpp simd.h kernels.h; do
+  for f in norm.cpp dyt.cpp simd.h kernels.h; do
     if [ "$rev" = WORKTREE ]; then cp "$root/csrc/cpu/$f" "$dir/$f"
     elif [ -d "$rev" ]; then cp "$rev/csrc/cpu/$f" "$dir/$f"
     else git -C "$root" show "$rev:csrc/cpu/$f" > "$dir/$f"; fi
   done
   # float32 only: drop the other types' instantiations
-  sed -i '/template void norm_.*<\(double\|Half\|BFloat16\)>/d' "$dir/norm.cpp"
-  g++ $flags -DPYNORM_ISA=v$i -I"$dir" -I"$root/csrc/include" -c "$dir/norm.cpp" -o "$dir/norm.o" &
-  objects+=("$dir/norm.o") revisions="$revisions V($i)"
+  sed -i '/template void \(norm\|dyt\)_.*<\(double\|Half\|BFloat16\)>/d' "$dir/norm.cpp" "$dir/dyt.cpp"
+  for k in norm dyt; do
+    g++ $flags -DPYNORM_ISA=v$i -I"$dir" -I"$root/csrc/include" -c "$dir/$k.cpp" -o "$dir/$k.o" &
+    objects+=("$dir/$k.o")
+  done
+  revisions="$revisions V($i)"
   echo "v$i = $rev"
   i=$((i + 1))
 done

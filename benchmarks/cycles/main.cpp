@@ -1,4 +1,4 @@
-// Cycles per 16 elements of the CPU norm kernels of several source revisions, built into one
+// Cycles per 16 elements of the CPU norm and DyT kernels of several source revisions, built into one
 // binary (each in its own namespace v0, v1, ...) and timed in turns, one thread, best of 60:
 // a noisy neighbour then hits every revision alike. Built and run by ab.sh, which defines
 // REVISIONS (V(0) V(1) ...) and declares the kernels.
@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "pynorm/dyt.h"
 #include "pynorm/norm.h"
 
 namespace pynorm {
@@ -17,6 +18,8 @@ namespace pynorm {
   namespace v##i {                                                    \
   template <class T> void norm_forward(const NormForwardArgs&);       \
   template <class T> void norm_backward(const NormBackwardArgs&);     \
+  template <class T> void dyt_forward(const DytForwardArgs&);         \
+  template <class T> void dyt_backward(const DytBackwardArgs&);       \
   }
 REVISIONS
 #undef V
@@ -38,7 +41,8 @@ int main() {
   std::printf("clock ~%.2f GHz (dependent adds); cycles per 16 elements, 1 thread, float32\n", hz / 1e9);
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{4224, 32}, {256, 32}, {4224, 33}, {16384, 8},
                                                            {1024, 128}, {64, 1024}, {64, 1023}};
-  const char* names[] = {"LN fwd", "RMS fwd", "LN bwd", "RMS bwd", "LN bwd*"};
+  const char* names[] = {"LN fwd", "RMS fwd", "LN bwd", "RMS bwd", "LN bwd*", "DyT fwd", "DyT bwd"};
+  constexpr int K = 7;
   for (auto [rows, dim] : shapes) {
     std::vector<float> x(rows * dim), dy(rows * dim), y(rows * dim), w(dim), b(dim), mean(rows), rstd(rows), dw(dim), db(dim);
     std::mt19937 gen(1);
@@ -60,18 +64,27 @@ int main() {
     rmsb.center = false, rmsb.dbias = nullptr, rmsb.mean = nullptr;
     NormBackwardArgs recompute = lnb;  // LN bwd*: statistics recomputed
     recompute.mean = nullptr, recompute.rstd = nullptr;
+    float dalpha = 0;
+    DytForwardArgs dyt;
+    dyt.rows = rows, dyt.dim = dim, dyt.x = x.data(), dyt.x_row_stride = dim, dyt.y = y.data();
+    dyt.weight = w.data(), dyt.bias = b.data(), dyt.threads = 1;
+    DytBackwardArgs dytb;
+    dytb.rows = rows, dytb.dim = dim, dytb.dy = dy.data(), dytb.dy_row_stride = dim, dytb.x = x.data();
+    dytb.x_row_stride = dim, dytb.weight = w.data(), dytb.dx = y.data(), dytb.dalpha = &dalpha;
+    dytb.dweight = dw.data(), dytb.dbias = db.data(), dytb.threads = 1;
     std::vector<std::vector<std::function<void()>>> kernels;
 #define V(i)                                                                                   \
   v##i::norm_forward<float>(stats);                                                          \
   kernels.push_back({[&] { v##i::norm_forward<float>(ln); }, [&] { v##i::norm_forward<float>(rms); }, \
                      [&] { v##i::norm_backward<float>(lnb); }, [&] { v##i::norm_backward<float>(rmsb); }, \
-                     [&] { v##i::norm_backward<float>(recompute); }});
+                     [&] { v##i::norm_backward<float>(recompute); }, [&] { v##i::dyt_forward<float>(dyt); }, \
+                     [&] { v##i::dyt_backward<float>(dytb); }});
     REVISIONS
 #undef V
     const int calls = int(1e6 / double(rows * dim)) + 1;
-    std::vector<std::vector<double>> best(kernels.size(), std::vector<double>(5, 1e9));
+    std::vector<std::vector<double>> best(kernels.size(), std::vector<double>(K, 1e9));
     for (int rep = 0; rep < 60; ++rep)
-      for (int k = 0; k < 5; ++k)
+      for (int k = 0; k < K; ++k)
         for (size_t v = 0; v < kernels.size(); ++v) {
           const auto t0 = std::chrono::steady_clock::now();
           for (int c = 0; c < calls; ++c) kernels[v][k]();
@@ -80,7 +93,7 @@ int main() {
         }
     for (size_t v = 0; v < kernels.size(); ++v) {
       std::printf("v%zu [%5lld x %5lld]", v, (long long)rows, (long long)dim);
-      for (int k = 0; k < 5; ++k) std::printf("  %s %5.1f", names[k], best[v][k] * hz / double(rows * dim) * 16);
+      for (int k = 0; k < K; ++k) std::printf("  %s %5.1f", names[k], best[v][k] * hz / double(rows * dim) * 16);
       std::printf("\n");
     }
   }
