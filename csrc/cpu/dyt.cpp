@@ -13,20 +13,29 @@ namespace PYNORM_ISA {
 // more than L1 holds) go kRowsAtOnce at a time, a vector of each in turn, so that those are
 // read once per group from L2, not once per row (measured, 2 threads, [4096 x 4096] and
 // [2048 x 8192], against one row at a time: forward 1.1-1.4x, backward 1.3-1.6x; 8 rows beat
-// 2 and 4, and matched 16); shorter rows go one at a time (grouped, rows 4 KiB apart contend
-// for L1 sets: [16384 x 1024] forward 0.8-0.9x).
+// 2 and 4, and matched 16). Rows of up to kShortRowBytes go kShortRowsAtOnce at a time: the
+// backward's column partials then pass from row to row in registers, not through a store and
+// a reload per row ([16384 x 8] forward 38 -> 27 cycles per 16 elements, [4224 x 33]
+// backward 33 -> 27, [1024 x 128] backward 21.8 -> 19.9; 8 rows gained nothing more). Rows in
+// between go one at a time (grouped, rows 4 KiB apart contend for L1 sets: [16384 x 1024]
+// forward 0.8-0.9x).
 constexpr int64_t kLongRowBytes = 8192;
 constexpr int kRowsAtOnce = 8;
+constexpr int64_t kShortRowBytes = 1024;
+constexpr int kShortRowsAtOnce = 4;
 // Vectors per row up to which the backward keeps the weight and the column partials in
-// registers (each row's partial sums otherwise wait on the previous row's stores and
-// reloads: [4224 x 32] 22.4 -> 15.2 cycles per 16 elements; groups of 2, 4 or 8 rows gained
-// nothing more).
+// registers for the whole block ([4224 x 32] 24.5 -> 16.7 cycles per 16 elements; groups of
+// 2, 4 or 8 such rows gained nothing more; rows of up to 8 vectors gained another 5-15% for
+// eight times the compile time).
 constexpr int kKeptRowVecs = 2;
 
 // Calls f(std::integral_constant<int, R>{}, r) for groups of R rows covering [r0, r1): groups
-// of kRowsAtOnce for long rows, then single rows.
+// of kRowsAtOnce for long rows, of kShortRowsAtOnce for short ones, then single rows.
 template <class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
-  row_groups<1>(row_bytes > kLongRowBytes ? row_groups<kRowsAtOnce>(r0, r1, f) : r0, r1, f);
+  int64_t r = r0;
+  if (row_bytes > kLongRowBytes) r = row_groups<kRowsAtOnce>(r, r1, f);
+  if (row_bytes <= kShortRowBytes) r = row_groups<kShortRowsAtOnce>(r, r1, f);
+  row_groups<1>(r, r1, f);
 }
 
 template <class T> void dyt_forward(const DytForwardArgs& a) {
