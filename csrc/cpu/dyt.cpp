@@ -13,12 +13,13 @@ namespace PYNORM_ISA {
 // more than L1 holds) go kRowsAtOnce at a time, a vector of each in turn, so that those are
 // read once per group from L2, not once per row (measured, 2 threads, [4096 x 4096] and
 // [2048 x 8192], against one row at a time: forward 1.1-1.4x, backward 1.3-1.6x; 8 rows beat
-// 2 and 4, and matched 16). Rows of up to kShortRowBytes go kShortRowsAtOnce at a time: the
-// backward's column partials then pass from row to row in registers, not through a store and
-// a reload per row ([16384 x 8] forward 38 -> 27 cycles per 16 elements, [4224 x 33]
-// backward 33 -> 27, [1024 x 128] backward 21.8 -> 19.9; 8 rows gained nothing more). Rows in
-// between go one at a time (grouped, rows 4 KiB apart contend for L1 sets: [16384 x 1024]
-// forward 0.8-0.9x).
+// 2 and 4, and matched 16). Rows of up to kShortRowBytes go kShortRowsAtOnce at a time when
+// the output stays in cache: the backward's column partials then pass from row to row in
+// registers, not through a store and a reload per row ([16384 x 8] forward 38 -> 27 cycles
+// per 16 elements, [4224 x 33] backward 33 -> 27, [1024 x 128] backward 21.8 -> 19.9; 8 rows
+// gained nothing more); streamed, four rows' interleaved outputs are slower ([65536 x 256]
+// backward 16.9 -> 24.3). Rows in between go one at a time (grouped, rows 4 KiB apart
+// contend for L1 sets: [16384 x 1024] forward 0.8-0.9x).
 constexpr int64_t kLongRowBytes = 8192;
 constexpr int kRowsAtOnce = 8;
 constexpr int64_t kShortRowBytes = 1024;
@@ -30,11 +31,12 @@ constexpr int kShortRowsAtOnce = 4;
 constexpr int kKeptRowVecs = 2;
 
 // Calls f(std::integral_constant<int, R>{}, r) for groups of R rows covering [r0, r1): groups
-// of kRowsAtOnce for long rows, of kShortRowsAtOnce for short ones, then single rows.
-template <class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, F&& f) {
+// of kRowsAtOnce for long rows, of kShortRowsAtOnce for short ones (unless the output is
+// streamed), then single rows.
+template <class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_t row_bytes, bool stream, F&& f) {
   int64_t r = r0;
   if (row_bytes > kLongRowBytes) r = row_groups<kRowsAtOnce>(r, r1, f);
-  if (row_bytes <= kShortRowBytes) r = row_groups<kShortRowsAtOnce>(r, r1, f);
+  if (row_bytes <= kShortRowBytes && !stream) r = row_groups<kShortRowsAtOnce>(r, r1, f);
   row_groups<1>(r, r1, f);
 }
 
@@ -62,7 +64,7 @@ template <class T> void dyt_forward(const DytForwardArgs& a) {
               };
             });
           };
-          for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), rows);
+          for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), stream, rows);
         });
       },
       weight != nullptr, bias != nullptr, stream_output(a.rows * dim * int64_t(sizeof(T))));
@@ -133,7 +135,7 @@ template <class T> void dyt_backward(const DytBackwardArgs& a) {
                     };
                   }, shape);
                 };
-                for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), rows);
+                for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), stream, rows);
                 if constexpr (kept) for_each_vec<A>(dim, [&](int64_t i, auto k) {
                   if constexpr (has_weight) store<false>(partial_dweight + i, dw_kept[i / L], k);
                   if constexpr (has_dbias) store<false>(partial_dbias + i, db_kept[i / L], k);
