@@ -143,9 +143,9 @@ PYNORM_INLINE void write_group(T* out, int64_t n, F&& value, Shape shape) {
 // rows), and how many of each a group may hold: with AVX-512's 32 registers, 4 rows of 2
 // vectors, 8 of 1; with 16 registers, 4 rows of 1 vector. ([4224 x 32] backward, cycles per
 // 16 elements, one run, before the weight and partials were kept too: 15.6 -> 10.3 with
-// groups of 4 rows; 12.0 with 8, 15.5 with 2; 17.0 -> 9.8 with everything.) Rows of 16-bit
-// floats take the generic path: the extra instantiations would double norm.cpp's build time
-// for types used as storage.
+// groups of 4 rows; 12.0 with 8, 15.5 with 2. Everything in, another run: 16.9 -> 10.6.)
+// Rows of 16-bit floats take the generic path: the extra instantiations would double
+// norm.cpp's build time for types used as storage.
 constexpr int kCachedVecs = PYNORM_VEC_BYTES == 64 ? 8 : 4;
 constexpr int kCachedRowVecs = kCachedVecs / 4;
 template <class Shape> struct CachedRows { static constexpr int vecs = 1, rows = 1; };
