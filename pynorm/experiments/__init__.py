@@ -1,7 +1,7 @@
 """The experiments that reproduce the three papers (shared/PAPERS.md), one module each.
 
-Run them with ``pynorm run <name|all> [--quick | --full] [--seeds ...] [--out DIR]`` or from
-Python with :func:`run_experiment` / :func:`run_all`.
+Run them with ``pynorm run <name|all> [--quick | --full] [--seeds ...] [--out DIR] [--jobs N |
+--scheduler ADDRESS]`` or from Python with :func:`run_experiment` / :func:`run_all`.
 
 The contract every experiment module follows (``pynorm.experiments.<module>``):
 
@@ -19,7 +19,13 @@ The contract every experiment module follows (``pynorm.experiments.<module>``):
        "figures": [PNG file names written into out_dir]}
 
   Experiments that train for long keep checkpoints under ``out_dir``, so that running the
-  same command again with the same ``--out`` resumes where it stopped.
+  same command again with the same ``--out`` resumes where it stopped;
+* ``units(cfg)``, ``run_unit(cfg, unit, out_dir, progress)`` and ``combine(cfg, results,
+  out_dir)``: the same work split into independent units (seeds, variants, grid cells) that
+  may run in parallel processes or on a cluster, and their combination into run()'s dict
+  (see :mod:`pynorm.experiments._fanout`; ``run`` is ``_fanout.runner(__name__)``);
+* ``unit_seconds(cfg, units) -> {unit: seconds}``: each unit's estimated run time here, from
+  a few timed steps of its model (printed before a ``--full`` run).
 
 :func:`run_experiment` adds ``results.json`` and ``report.md`` to ``out_dir``
 (see :mod:`pynorm.experiments._report`). Modules are imported lazily: a missing one is
@@ -43,7 +49,7 @@ EXPERIMENTS: Dict[str, str] = {
 }
 
 #: What an experiment module must define.
-REQUIRED_ATTRIBUTES = ("NAME", "PAPER", "Config", "run")
+REQUIRED_ATTRIBUTES = ("NAME", "PAPER", "Config", "run", "units", "run_unit", "combine", "unit_seconds")
 
 VERDICTS = ("reproduced", "not reproduced", "partial", "n/a")
 

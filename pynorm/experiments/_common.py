@@ -16,6 +16,7 @@ import dataclasses
 import json
 import pathlib
 import shutil
+import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -187,6 +188,34 @@ def single_threaded_blas() -> Iterator[None]:
             yield
     finally:
         pynorm.set_num_threads(previous)
+
+
+def seconds_per_step(train: Callable[[int], Any], short: int = 1, long: int = 3) -> float:
+    """Seconds one training step takes here, for run-time estimates: ``train(k)`` (set up a
+    model and train it k steps) is timed for k = ``short`` and ``long``, and the difference
+    divided by the extra steps, so the set-up does not count. One pynorm and one BLAS
+    thread, as units run (_fanout)."""
+    seconds = []
+    with single_threaded_blas():
+        for steps in (short, long):
+            started = time.perf_counter()
+            train(steps)
+            seconds.append(time.perf_counter() - started)
+    extra = (seconds[1] - seconds[0]) / (long - short)
+    return extra if extra > 0 else seconds[1] / long  # a noisy spell: bound it by the whole time
+
+
+def trained_steps(build: Callable[[int], Tuple[Experiment, TrainConfig]]) -> Callable[[int], None]:
+    """For :func:`seconds_per_step`: ``train(k)`` that builds ``build(k)`` and trains it k steps
+    with :class:`pynorm.nn.Trainer` (no evaluation, no files)."""
+
+    def train(steps: int) -> None:
+        experiment, config = build(steps)
+        trainer = Trainer(experiment, dataclasses.replace(config, out_dir=None, progress=False, eval_every=0))
+        for step in range(steps):
+            trainer.train_step(trainer.batch(step))
+
+    return train
 
 
 def progress_bar(enabled: bool, total: int, desc: str):

@@ -35,11 +35,21 @@ def make_config(module, mode: str = "quick", seeds: Optional[Sequence[int]] = No
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     cfg = getattr(module.Config, mode)()
     if seeds is not None:
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds:
-            raise ValueError("seeds must not be empty")
-        cfg = dataclasses.replace(cfg, seeds=seeds)
+        cfg = dataclasses.replace(cfg, seeds=check_seeds(seeds))
     return cfg
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple:
+    """``seeds`` as a tuple of ints; ValueError if it is empty, has a negative seed (NumPy's
+    generators take none) or a duplicate (the same run twice)."""
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    if min(seeds) < 0:
+        raise ValueError(f"seeds must be non-negative integers, got {list(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat, got {list(seeds)}")
+    return seeds
 
 
 # -- JSON --------------------------------------------------------------------------------
@@ -165,10 +175,14 @@ def _check_result(name: str, result: Any, out_dir: pathlib.Path) -> None:
 
 # -- running -----------------------------------------------------------------------------
 def run_experiment(name: str, mode: str = "quick", seeds: Optional[Sequence[int]] = None,
-                   out: Optional[pathlib.Path] = None, progress: bool = True, cfg: Any = None) -> Dict[str, Any]:
+                   out: Optional[pathlib.Path] = None, progress: bool = True, cfg: Any = None,
+                   pool=None) -> Dict[str, Any]:
     """Runs one experiment into ``out`` (default ``results/<name>``) and writes results.json
     and report.md there. ``cfg`` (a module.Config) overrides mode/seeds (mode "custom").
+    ``pool``: a concurrent.futures executor for its units (see _fanout; None: serially here).
     Returns the results record. Exceptions from the experiment propagate."""
+    from ._fanout import run_units
+
     module = load(name)
     out_dir = pathlib.Path(out if out is not None else pathlib.Path("results") / name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +193,7 @@ def run_experiment(name: str, mode: str = "quick", seeds: Optional[Sequence[int]
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     with _blas_threads(1):
-        result = module.run(cfg, out_dir, progress=progress)
+        result = run_units(module, cfg, out_dir, progress, pool)
     wall = time.perf_counter() - t0
     _check_result(name, result, out_dir)
     record = {
@@ -197,11 +211,13 @@ def run_experiment(name: str, mode: str = "quick", seeds: Optional[Sequence[int]
 
 
 def run_all(mode: str = "quick", seeds: Optional[Sequence[int]] = None, out: Optional[pathlib.Path] = None,
-            progress: bool = True, names: Optional[Sequence[str]] = None, log=print) -> Dict[str, Dict[str, Any]]:
+            progress: bool = True, names: Optional[Sequence[str]] = None, log=print,
+            pool=None) -> Dict[str, Dict[str, Any]]:
     """Runs every registered experiment (or ``names``) into ``out/<name>`` (default
-    ``results/``) and writes ``out/report.md``. Unavailable experiments are reported as
-    such; one that raises is recorded as failed and the others still run. Returns
-    name -> record (status "ok", "not available" or "failed")."""
+    ``results/``), each one's units on ``pool`` (see :func:`run_experiment`), and writes
+    ``out/report.md``. Unavailable experiments are reported as such; one that raises is
+    recorded as failed and the others still run. Returns name -> record (status "ok", "not
+    available" or "failed")."""
     out_dir = pathlib.Path(out if out is not None else "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     records: Dict[str, Dict[str, Any]] = {}
@@ -215,7 +231,7 @@ def run_all(mode: str = "quick", seeds: Optional[Sequence[int]] = None, out: Opt
             continue
         log(f"[{name}] running ({mode}) -> {out_dir / name}")
         try:
-            records[name] = run_experiment(name, mode, seeds, out_dir / name, progress)
+            records[name] = run_experiment(name, mode, seeds, out_dir / name, progress, pool=pool)
         except KeyboardInterrupt:
             raise
         except Exception as error:  # noqa: BLE001 - one broken experiment must not stop the others

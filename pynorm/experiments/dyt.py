@@ -42,15 +42,16 @@ Choices the paper leaves open (made here, and why):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
-import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from ._common import capture_norms, progress_bar, pyplot, single_threaded_blas
+from ._common import capture_norms, progress_bar, pyplot, seconds_per_step, trained_steps
+from ._fanout import runner
 
 NAME = "dyt"
 PAPER = "Zhu, Chen, He, LeCun & Liu, Transformers without Normalization, CVPR 2025"
@@ -175,14 +176,22 @@ def _vit_accuracy(model, data) -> float:
 
 
 # -- majority -------------------------------------------------------------------------------
-def train_majority(norm: str, seed: int, cfg: Config, bar) -> float:
-    from pynorm.nn import Trainer, build_experiment
+def _majority_experiment(norm: str, seed: int, cfg: Config, steps: int):
+    """P2's majority model with both norms of kind ``norm``, and its training config."""
+    from pynorm.nn import build_experiment
 
     exp, tcfg = build_experiment("p2_majority", cfg.dtype, attn_norm=norm, ffn_norm=norm, seed=seed,
-                                 n_sequences=cfg.majority_sequences, steps=cfg.majority_steps,
+                                 n_sequences=cfg.majority_sequences, steps=steps,
                                  batch_size=cfg.majority_batch, lr=1e-3, log_every=0, progress=False)
     exp.test = {k: v[: cfg.majority_eval_sequences] for k, v in exp.test.items()}
-    trainer = Trainer(exp, tcfg)
+    return exp, tcfg
+
+
+def train_majority(norm: str, seed: int, cfg: Config, bar) -> float:
+    """Trains the majority model with ``norm``; returns its test accuracy."""
+    from pynorm.nn import Trainer
+
+    trainer = Trainer(*_majority_experiment(norm, seed, cfg, cfg.majority_steps))
     for step in range(cfg.majority_steps):
         trainer.train_step(trainer.batch(step))
         bar.update(1)
@@ -233,54 +242,88 @@ def fit_r2(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Dict[str, float]:
 
 
 # -- the experiment -------------------------------------------------------------------------
-def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, Any]:
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    total = (len(cfg.norms) * len(cfg.seeds) + len(cfg.ablations)) * cfg.vit_steps
-    total += len(cfg.norms) * len(cfg.seeds) * cfg.majority_steps if cfg.majority else 0
-    acc: Dict[str, Dict[str, Any]] = {"digits_vit": {}, "majority": {}}
-    runs: Dict[str, Dict[str, List[float]]] = {"digits_vit": {}, "majority": {}}
-    loss_curves: Dict[str, List[float]] = {}
-    ablation_acc: Dict[str, float] = {}
-    with single_threaded_blas(), progress_bar(progress, total, "dyt") as bar:
-        data = {seed: digits_data(seed) for seed in cfg.seeds}
-        ln_model, tracked = None, {}
-        for norm in cfg.norms:
-            for seed in cfg.seeds:
-                first = seed == cfg.seeds[0]
-                model, accuracy, losses, track = train_vit(norm, seed, cfg, data[seed], bar,
-                                                           track=first and norm == "dyt")
-                runs["digits_vit"].setdefault(norm, []).append(accuracy)
-                if first:
-                    loss_curves[norm] = losses
-                    if norm == "layernorm":
-                        ln_model = model
-                    if norm == "dyt":
-                        tracked = track
-        first_seed = cfg.seeds[0]
-        for name in cfg.ablations:
-            _, accuracy, losses, _ = train_vit(ABLATIONS[name], first_seed, cfg, data[first_seed], bar)
-            ablation_acc[name] = accuracy
-            loss_curves[f"ablation: {name}"] = losses
-        if "dyt" in runs["digits_vit"]:
-            ablation_acc["tanh"] = runs["digits_vit"]["dyt"][0]
-        if cfg.majority:
-            for norm in cfg.norms:
-                for seed in cfg.seeds:
-                    runs["majority"].setdefault(norm, []).append(train_majority(norm, seed, cfg, bar))
-    for task, by_norm in runs.items():
-        for norm, values in by_norm.items():
-            acc[task][norm] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+VIT, ABLATION, MAJORITY = "vit", "ablation", "majority"  # the kinds of unit
+
+
+def units(cfg: Config):
+    """One unit per (task, norm, seed): every norm and seed on the digits ViT and (with
+    ``cfg.majority``) on the majority task; every ablation on the ViT with the first seed."""
+    vit = [(VIT, norm, seed) for norm in cfg.norms for seed in cfg.seeds]
+    ablations = [(ABLATION, name, cfg.seeds[0]) for name in cfg.ablations]
+    majority = [(MAJORITY, norm, seed) for norm in cfg.norms for seed in cfg.seeds] if cfg.majority else []
+    return vit + ablations + majority
+
+
+def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
+    """Trains one model: its test accuracy and (ViT) loss curve. The first seed's LayerNorm ViT
+    also gives its LN S-curves (fits and a plotting sample), its DyT ViT the alpha track."""
+    task, name, seed = unit
+    if task == MAJORITY:
+        with progress_bar(progress, cfg.majority_steps, f"{NAME}: majority {name} seed {seed}") as bar:
+            return {"accuracy": train_majority(name, seed, cfg, bar)}
+    first = seed == cfg.seeds[0]
+    norm = ABLATIONS[name] if task == ABLATION else name
+    data = digits_data(seed)
+    with progress_bar(progress, cfg.vit_steps, f"{NAME}: {task} {name} seed {seed}") as bar:
+        model, accuracy, losses, tracked = train_vit(norm, seed, cfg, data, bar,
+                                                     track=task == VIT and first and norm == "dyt")
+    result = {"accuracy": accuracy, "losses": losses, "tracked": tracked}
+    if task == VIT and first and norm == "layernorm":
+        result["s_curves"] = _s_curve_summary(model, data)
+    return result
+
+
+def _s_curve_summary(model, data) -> Dict[str, Dict[str, Any]]:
+    """Per LN layer: the tanh and linear fits' R^2 and up to 6,000 (input, output) points to plot."""
+    rng = np.random.default_rng(0)
+    summary = {}
+    for layer, (x, y) in s_curves(model, data).items():
+        pick = rng.choice(len(x), min(len(x), 6000), replace=False)
+        summary[layer] = {"fit": fit_r2(x, y), "x": x[pick], "y": y[pick]}
+    return summary
+
+
+def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
+    """Estimated seconds of each unit: its steps times a few timed steps of its model (the ViT
+    timed with DyT, the majority model with LayerNorm)."""
+    data = digits_data(cfg.seeds[0])
+    vit = seconds_per_step(lambda steps: train_vit("dyt", 0, dataclasses.replace(cfg, vit_steps=steps), data,
+                                                   progress_bar(False, 0, "")))
+    costs = {VIT: vit * cfg.vit_steps, ABLATION: vit * cfg.vit_steps}
+    if cfg.majority:
+        per_step = seconds_per_step(trained_steps(lambda steps: _majority_experiment("layernorm", 0, cfg, steps)))
+        costs[MAJORITY] = per_step * cfg.majority_steps
+    return {unit: costs[unit[0]] for unit in units}
+
+
+run = runner(__name__)
+
+
+def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Path) -> Dict[str, Any]:
+    """Accuracies (means over seeds, per seed), ablations, S-curve fits and the alpha track of
+    the first seed, figures and comparisons."""
+    first_seed = cfg.seeds[0]
+    runs: Dict[str, Dict[str, List[float]]] = {
+        "digits_vit": {norm: [results[(VIT, norm, seed)]["accuracy"] for seed in cfg.seeds] for norm in cfg.norms},
+        "majority": {norm: [results[(MAJORITY, norm, seed)]["accuracy"] for seed in cfg.seeds] for norm in cfg.norms}
+        if cfg.majority else {}}
+    loss_curves = {norm: results[(VIT, norm, first_seed)]["losses"] for norm in cfg.norms}
+    ablation_acc = {name: results[(ABLATION, name, first_seed)]["accuracy"] for name in cfg.ablations}
+    loss_curves.update({f"ablation: {name}": results[(ABLATION, name, first_seed)]["losses"]
+                        for name in cfg.ablations})
+    if "dyt" in cfg.norms:
+        ablation_acc["tanh"] = runs["digits_vit"]["dyt"][0]
+    acc = {task: {norm: float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+                  for norm, values in by_norm.items()} for task, by_norm in runs.items()}
 
     metrics: Dict[str, Any] = {"acc": acc, "acc_runs": runs, "ablation_acc": ablation_acc, "seeds": list(cfg.seeds)}
     figures = [_plot_accuracy(cfg, acc, runs, ablation_acc, out_dir), _plot_losses(loss_curves, out_dir)]
-    if ln_model is not None:
-        curves = s_curves(ln_model, data[first_seed])
-        fits = {layer: fit_r2(x, y) for layer, (x, y) in curves.items()}
-        metrics["tanh_fit_r2"] = {layer: f["tanh"] for layer, f in fits.items()}
-        metrics["linear_fit_r2"] = {layer: f["linear"] for layer, f in fits.items()}
-        figures.append(_plot_s_curves(curves, fits, out_dir))
+    if "layernorm" in cfg.norms:
+        curves = results[(VIT, "layernorm", first_seed)]["s_curves"]
+        metrics["tanh_fit_r2"] = {layer: c["fit"]["tanh"] for layer, c in curves.items()}
+        metrics["linear_fit_r2"] = {layer: c["fit"]["linear"] for layer, c in curves.items()}
+        figures.append(_plot_s_curves(curves, out_dir))
+    tracked = results[(VIT, "dyt", first_seed)]["tracked"] if "dyt" in cfg.norms else {}
     if tracked:
         summary = {}
         for layer, t in tracked.items():
@@ -290,7 +333,6 @@ def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, 
                               "final_alpha_times_std": float(alpha[-1] / inv_std[-1])}
         metrics["alpha_vs_inv_std"] = summary
         figures.append(_plot_alpha(tracked, out_dir))
-    metrics["wall_seconds"] = time.perf_counter() - started
     metrics["vit_patch"] = cfg.vit_patch
     return {"metrics": metrics, "comparisons": _comparisons(cfg, metrics), "figures": figures}
 
@@ -389,17 +431,15 @@ def _plot_losses(curves: Dict[str, List[float]], out_dir: pathlib.Path) -> str:
     return name
 
 
-def _plot_s_curves(curves, fits, out_dir: pathlib.Path) -> str:
+def _plot_s_curves(curves, out_dir: pathlib.Path) -> str:
     plt = pyplot()
     layers = list(curves)
     fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.4))
     axes = np.atleast_1d(axes)
-    rng = np.random.default_rng(0)
     for ax, layer in zip(axes, layers):
-        x, y = curves[layer]
-        pick = rng.choice(len(x), min(len(x), 6000), replace=False)
-        ax.scatter(x[pick], y[pick], s=1, alpha=0.3, color="C0")
-        ax.set_title(f"{layer}\ntanh R2 {fits[layer]['tanh']:.3f}, line {fits[layer]['linear']:.3f}", fontsize=9)
+        c = curves[layer]
+        ax.scatter(c["x"], c["y"], s=1, alpha=0.3, color="C0")
+        ax.set_title(f"{layer}\ntanh R2 {c['fit']['tanh']:.3f}, line {c['fit']['linear']:.3f}", fontsize=9)
         ax.set_xlabel("LN input")
     axes[0].set_ylabel("LN output (before affine)")
     fig.suptitle("LayerNorm input vs output in the trained digits ViT", y=1.08)

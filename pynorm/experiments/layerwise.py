@@ -50,7 +50,9 @@ from pynorm.nn import LoopedTransformer, Module, TrainConfig, power_method_data
 from pynorm.nn.losses import Loss
 from pynorm.nn.models import Experiment
 
-from ._common import chunk_points, comparison, pyplot, save_figure, train_with_trace, verdict_within
+from ._common import (chunk_points, comparison, pyplot, save_figure, seconds_per_step, train_with_trace, trained_steps,
+                      verdict_within)
+from ._fanout import runner
 
 NAME = "layerwise"
 PAPER = "Wu, Zhang, Cao, Looped Transformers with Layer Normalization Provably Learn the Power Method, arXiv 2606.00605 (2026), Fig. 2"
@@ -209,33 +211,47 @@ def fitted_contraction(errors: np.ndarray, first: int = 2, floor: float = 1e-10)
     return float(np.mean(rates)) if rates else float("nan")
 
 
-def run_seed(cfg: Config, seed: int, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
-    result: Dict[str, Any] = {"arms": {}}
+def units(cfg: Config):
+    """One unit per seed and arm."""
+    return [(seed, arm) for seed in cfg.seeds for arm in ARMS]
+
+
+def _train_config(cfg: Config, seed: int, steps: int) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=cfg.batch_size, optimizer="sgd", lr=cfg.lr, batch_seed=seed,
+                       log_every=1, eval_batch_size=2_000)
+
+
+def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
+    """Trains one (seed, arm); returns its losses, g, the contraction looped 1..max_loops at
+    inference, and the test set's mean lambda_2 / lambda_1 (the same for every arm of a seed)."""
+    seed, arm = unit
     record = lambda trainer: {"w": float(trainer.model.params["w"][0]),  # noqa: E731
                               "v": float(trainer.model.params["v"][0])}
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, optimizer="sgd", lr=cfg.lr, batch_seed=seed,
-                       log_every=1, eval_batch_size=2_000)
-    ev = None
-    for arm in ARMS:
-        exp = arm_experiment(cfg, arm, seed)
-        trainer, trace = train_with_trace(exp, tcfg, out_dir / "train" / f"seed{seed}" / arm,
-                                          chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk), record, progress,
-                                          f"{NAME} seed {seed} {arm}")
-        if ev is None:
-            X = exp.test["X"]
-            ev = np.linalg.eigvalsh(X @ np.swapaxes(X, 1, 2))
-        g = float(exp.model.params["w"][0] * exp.model.params["v"][0])
-        errors = angular_errors(exp.model, exp.test, cfg.max_loops)
-        last = [r for r in trace if r["step"] <= 0.75 * cfg.steps][-1:] or trace[:1]
-        result["arms"][arm] = {
-            "final_loss": trace[-1]["test_loss"], "final_train_loss": trace[-1]["train_loss"],
-            "loss_change_last_quarter": (trace[-1]["test_loss"] - last[0]["test_loss"]) / last[0]["test_loss"],
-            "g": g, "contraction": fitted_contraction(errors),
-            "predicted_contraction": float(np.mean((1 + g * ev[:, -2]) / (1 + g * ev[:, -1]))),
-            "angular_error": errors.mean(axis=1).tolist(), "trace": trace,
-        }
-    result["eigen_ratio"] = float(np.mean(ev[:, -2] / ev[:, -1]))
-    return result
+    exp = arm_experiment(cfg, arm, seed)
+    _, trace = train_with_trace(exp, _train_config(cfg, seed, cfg.steps), out_dir / "train" / f"seed{seed}" / arm,
+                                chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk), record, progress,
+                                f"{NAME} seed {seed} {arm}")
+    X = exp.test["X"]
+    ev = np.linalg.eigvalsh(X @ np.swapaxes(X, 1, 2))
+    g = float(exp.model.params["w"][0] * exp.model.params["v"][0])
+    errors = angular_errors(exp.model, exp.test, cfg.max_loops)
+    last = [r for r in trace if r["step"] <= 0.75 * cfg.steps][-1:] or trace[:1]
+    return {
+        "final_loss": trace[-1]["test_loss"], "final_train_loss": trace[-1]["train_loss"],
+        "loss_change_last_quarter": (trace[-1]["test_loss"] - last[0]["test_loss"]) / last[0]["test_loss"],
+        "g": g, "contraction": fitted_contraction(errors),
+        "predicted_contraction": float(np.mean((1 + g * ev[:, -2]) / (1 + g * ev[:, -1]))),
+        "angular_error": errors.mean(axis=1).tolist(), "trace": trace,
+        "eigen_ratio": float(np.mean(ev[:, -2] / ev[:, -1])),
+    }
+
+
+def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
+    """Estimated seconds of each unit: ``cfg.steps`` times a few timed steps of its arm's model."""
+    per_step = {arm: seconds_per_step(trained_steps(lambda steps, arm=arm: (arm_experiment(cfg, arm, 0),
+                                                                             _train_config(cfg, 0, steps))))
+                for arm in ARMS}
+    return {unit: per_step[unit[1]] * cfg.steps for unit in units}
 
 
 def _figures(out_dir: pathlib.Path, runs: Dict[int, Dict[str, Any]], cfg: Config):
@@ -266,10 +282,13 @@ def _figures(out_dir: pathlib.Path, runs: Dict[int, Dict[str, Any]], cfg: Config
     return [save_figure(fig, out_dir, "layerwise.png")]
 
 
-def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, Any]:
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = {seed: run_seed(cfg, seed, out_dir, progress) for seed in cfg.seeds}
+run = runner(__name__)
+
+
+def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Path) -> Dict[str, Any]:
+    """Metrics (means over seeds per arm, per seed, traces), the figure and the comparisons."""
+    runs = {seed: {"arms": {arm: results[(seed, arm)] for arm in ARMS},
+                   "eigen_ratio": results[(seed, next(iter(ARMS)))]["eigen_ratio"]} for seed in cfg.seeds}
 
     def mean(arm, key):
         return float(np.mean([r["arms"][arm][key] for r in runs.values()]))

@@ -54,13 +54,13 @@ from __future__ import annotations
 
 import math
 import pathlib
-import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._common import mean_or_none, progress_bar, pyplot, single_threaded_blas
+from ._common import mean_or_none, progress_bar, pyplot, seconds_per_step, trained_steps
+from ._fanout import runner
 
 NAME = "majority"
 PAPER = "Brody, Alon & Yahav, On the Expressivity Role of LayerNorm in Transformers' Attention, Findings ACL 2023"
@@ -105,18 +105,26 @@ class Config:
                    view3d_batch=200, view3d_lr=1e-2)
 
 
-def _train_one(cfg: Config, variant: str, seed: int, bar) -> Dict[str, Any]:
-    """Trains one (variant, seed); returns its curves."""
-    from pynorm.nn import Trainer, build_experiment
+def _experiment(cfg: Config, variant: str, seed: int, steps: int):
+    """The p2_majority experiment and training config of one (variant, seed)."""
+    from pynorm.nn import build_experiment
 
     exp, tcfg = build_experiment("p2_majority", cfg.dtype, attn_norm=VARIANTS[variant], seed=seed,
-                                 n_sequences=cfg.n_sequences, steps=cfg.steps, batch_size=cfg.batch_size,
+                                 n_sequences=cfg.n_sequences, steps=steps, batch_size=cfg.batch_size,
                                  lr=cfg.lr, log_every=1, eval_every=0, progress=False)
     if cfg.eval_sequences is not None:
         exp.test = {k: v[: cfg.eval_sequences] for k, v in exp.test.items()}
     if variant == "scaling_code":  # P2's code: x / ||x|| / sqrt(d), i.e. x / RMS(x) / d
         block = exp.model.block
         block.add_child("norm1", _Scaled(block.norm1, 1.0 / block.norm1.dim))
+    return exp, tcfg
+
+
+def _train_one(cfg: Config, variant: str, seed: int, bar) -> Dict[str, Any]:
+    """Trains one (variant, seed); returns its curves."""
+    from pynorm.nn import Trainer
+
+    exp, tcfg = _experiment(cfg, variant, seed, cfg.steps)
     trainer = Trainer(exp, tcfg)
     angle_tokens = exp.test["tokens"][: cfg.angle_sequences]
     curve = {"step": [0], "test_acc": [trainer.evaluate()["test_accuracy"]],
@@ -177,8 +185,9 @@ def query_angle_deg(model, tokens: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, 0, 1))).mean())
 
 
-def _view3d(cfg: Config, out_dir: pathlib.Path, bar) -> Tuple[Dict[str, float], str]:
-    """The d = 3 model with LN (projection variant): keys on a circle, queries along +-1."""
+def _view3d(cfg: Config, bar) -> Dict[str, Any]:
+    """Trains the d = 3 model with LN (projection variant); returns its test accuracy, query
+    angle, keys (the LN outputs of the 10 token embeddings) and query directions."""
     from pynorm.nn import Trainer, build_experiment
 
     exp, tcfg = build_experiment("p2_majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30,
@@ -197,8 +206,13 @@ def _view3d(cfg: Config, out_dir: pathlib.Path, bar) -> Tuple[Dict[str, float], 
     model.train(True)
     attention = model.block.mixer
     u = (keys @ attention.q_proj.params["weight"].T) @ attention.k_proj.params["weight"] / math.sqrt(3)
-    angle = query_angle_deg(model, exp.test["tokens"][:256])
+    return {"test_acc": acc, "query_angle_deg": query_angle_deg(model, exp.test["tokens"][:256]), "keys": keys,
+            "queries": u}
 
+
+def _plot_view3d(view: Dict[str, Any], out_dir: pathlib.Path) -> str:
+    """Keys on the circle of LN's sphere in 1^perp, query directions, the +-1 axis."""
+    keys, u = view["keys"], view["queries"]
     plt = pyplot()
     fig = plt.figure(figsize=(6, 6))
     ax = fig.add_subplot(projection="3d")
@@ -212,34 +226,61 @@ def _view3d(cfg: Config, out_dir: pathlib.Path, bar) -> Tuple[Dict[str, float], 
         ax.plot([0, v[0]], [0, v[1]], [0, v[2]], color="C3", lw=1.5, label="query directions" if i == 0 else None)
     ones = np.ones(3) / math.sqrt(3) * 2.5
     ax.plot(*np.stack([-ones, ones]).T, "k--", lw=1, label="+-1 direction")
-    ax.set_title(f"d=3 majority model with LN: test acc {acc:.2f}, query angle to 1: {angle:.1f} deg")
+    ax.set_title(f"d=3 majority model with LN: test acc {view['test_acc']:.2f}, "
+                 f"query angle to 1: {view['query_angle_deg']:.1f} deg")
     ax.legend(loc="upper left", fontsize=8)
     name = "majority_3d_view.png"
     fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return {"test_acc": acc, "query_angle_deg": angle}, name
+    return name
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, Any]:
-    """Trains every variant and seed; returns metrics, comparisons and figure names."""
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+VIEW3D = "view3d"  # the unit name of the d = 3 model
+
+
+def units(cfg: Config):
+    """One unit per (variant, seed), and ("view3d", its seed) for the 3-d view."""
     for variant in cfg.variants:
         if variant not in VARIANTS:
             raise ValueError(f"majority: unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    return [(variant, seed) for variant in cfg.variants for seed in cfg.seeds] + (
+        [(VIEW3D, cfg.view3d_seed)] if cfg.view3d else [])
+
+
+def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
+    """Trains one (variant, seed) (its curves) or the 3-d view's model."""
+    variant, seed = unit
+    if variant == VIEW3D:
+        with progress_bar(progress, cfg.view3d_steps // 100 * 100, f"{NAME} 3-d view") as bar:
+            return _view3d(cfg, bar)
+    with progress_bar(progress, cfg.steps, f"{NAME} {variant} seed {seed}") as bar:
+        return _train_one(cfg, variant, seed, bar)
+
+
+def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
+    """Estimated seconds of each unit: its steps times a few timed steps of its model (the
+    variants differ only in one norm, so one variant is timed for all)."""
+    from pynorm.nn import build_experiment
+
+    per_step = seconds_per_step(trained_steps(lambda steps: _experiment(cfg, cfg.variants[0], 0, steps)))
+    view = seconds_per_step(trained_steps(lambda steps: build_experiment(
+        "p2_majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30, d_model=3, ffn=3,
+        n_sequences=6000, steps=steps, batch_size=cfg.view3d_batch, progress=False)))
+    return {unit: view * cfg.view3d_steps if unit[0] == VIEW3D else per_step * cfg.steps for unit in units}
+
+
+run = runner(__name__)
+
+
+def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Path) -> Dict[str, Any]:
+    """Accuracy and query-angle curves per variant (means over seeds), figures, comparisons."""
     report_steps = tuple(s for s in cfg.report_steps if s <= cfg.steps)
-    total = len(cfg.variants) * len(cfg.seeds) * cfg.steps + (cfg.view3d_steps // 100 * 100 if cfg.view3d else 0)
-    started = time.perf_counter()
-    curves: Dict[str, List[Dict[str, Any]]] = {v: [] for v in cfg.variants}
-    with single_threaded_blas(), progress_bar(progress, total, "majority") as bar:
-        for variant in cfg.variants:
-            for seed in cfg.seeds:
-                curves[variant].append(_train_one(cfg, variant, seed, bar))
-        view = _view3d(cfg, out_dir, bar) if cfg.view3d else None
+    curves = {variant: [results[(variant, seed)] for seed in cfg.seeds] for variant in cfg.variants}
+    view = results.get((VIEW3D, cfg.view3d_seed)) if cfg.view3d else None
 
     metrics: Dict[str, Any] = {"steps": cfg.steps, "seeds": list(cfg.seeds), "batch_size": cfg.batch_size,
                                "report_steps": list(report_steps)}
@@ -259,13 +300,10 @@ def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, 
                                     "curve": {int(s): float(a) for s, a in zip(steps, angle.mean(0))}}
         entry["acc_curve"] = {int(s): float(a) for s, a in zip(steps, acc.mean(0))}
         metrics[variant] = entry
-    if view is not None:
-        metrics["view3d"] = view[0]
-    metrics["wall_seconds"] = time.perf_counter() - started
-
     figures = [_plot_accuracy(curves, report_steps, out_dir), _plot_angle(curves, out_dir)]
     if view is not None:
-        figures.append(view[1])
+        metrics["view3d"] = {"test_acc": view["test_acc"], "query_angle_deg": view["query_angle_deg"]}
+        figures.append(_plot_view3d(view, out_dir))
     return {"metrics": metrics, "comparisons": _comparisons(cfg, metrics, report_steps), "figures": figures}
 
 

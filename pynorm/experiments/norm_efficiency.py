@@ -36,13 +36,13 @@ Choices (made here, and why):
 from __future__ import annotations
 
 import pathlib
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
 from ._common import progress_bar, pyplot
+from ._fanout import runner
 
 NAME = "norm-efficiency"
 PAPER = "Zhu, Chen, He, LeCun & Liu, Transformers without Normalization, CVPR 2025 (efficiency table)"
@@ -134,25 +134,47 @@ def _torch_cases(torch, x, w, b, dy, compile_: bool) -> Tuple[Dict[str, Dict[str
     return cases, problems
 
 
-def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, Any]:
-    import pynorm
-    from pynorm.bench import best_time, copy_seconds
-
+def _torch():
+    """torch, or None when it is not installed."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is in the bench extra
-        torch = None
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+        return None
+    return torch
+
+
+def _implementations(cfg: Config) -> List[str]:
+    torch = _torch()
+    return ["pynorm"] + (["torch_eager"] if torch is not None else []) + (
+        ["torch_compile"] if torch is not None and cfg.torch_compile else [])
+
+
+def units(cfg: Config):
+    """A single unit: timings must not share the cores with other units, so nothing fans out."""
+    return [("timings",)]
+
+
+def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
+    """Estimated seconds: every case times its rounds of best_time (at least min_seconds each),
+    plus about a minute of compiling when torch.compile is on."""
+    cases = len(cfg.shapes) * len(_implementations(cfg)) * len(NORMS) * len(PASSES)
+    return {unit: cases * cfg.rounds * cfg.min_seconds + (60.0 if cfg.torch_compile else 0.0) for unit in units}
+
+
+def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
+    """Times every (implementation, norm, pass, shape): times in ms, the copy's GB/s, and the
+    torch.compile cases that could not be compiled."""
+    import pynorm
+    from pynorm.bench import best_time, copy_seconds
+
+    torch = _torch()
     previous = pynorm.get_num_threads()
     pynorm.set_num_threads(cfg.threads)
     torch_threads = None
     if torch is not None:
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
-    impls = ["pynorm"] + (["torch_eager"] if torch is not None else []) + (
-        ["torch_compile"] if torch is not None and cfg.torch_compile else [])
+    impls = _implementations(cfg)
     times: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {i: {n: {p: {} for p in PASSES} for n in NORMS}
                                                                  for i in impls}
     copy_gbps: Dict[str, float] = {}
@@ -190,7 +212,17 @@ def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, 
         pynorm.set_num_threads(previous)
         if torch is not None:
             torch.set_num_threads(torch_threads)
+    return {"times_ms": times, "copy_GBps": copy_gbps, "torch_compile_skipped": skipped}
 
+
+run = runner(__name__)
+
+
+def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Path) -> Dict[str, Any]:
+    """GB/s and the DyT/LN and DyT/RMSNorm time ratios from the timings, the figure, comparisons."""
+    measured = results[("timings",)]
+    times, copy_gbps = measured["times_ms"], measured["copy_GBps"]
+    impls = list(times)
     gbps = {i: {n: {p: {s: ELEMENTS[p] * 4 * _numel(s) / (ms * 1e-3) / 1e9 for s, ms in by_shape.items()}
                     for p, by_shape in by_pass.items()} for n, by_pass in by_norm.items()}
             for i, by_norm in times.items()}
@@ -199,9 +231,8 @@ def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, 
     ratio_rms = {i: {p: {s: times[i]["dyt"][p][s] / times[i]["rmsnorm"][p][s] for s in times[i]["rmsnorm"][p]
                          if s in times[i]["dyt"][p]} for p in PASSES} for i in impls}
     metrics = {"times_ms": times, "GBps": gbps, "dyt_over_ln": ratio, "dyt_over_rms": ratio_rms, "copy_GBps": copy_gbps,
-               "threads": cfg.threads, "torch_compile_skipped": skipped,
+               "threads": cfg.threads, "torch_compile_skipped": measured["torch_compile_skipped"],
                "torch_compile": "on" if cfg.torch_compile else "off (quick mode)"}
-    metrics["wall_seconds"] = time.perf_counter() - started
     figures = [_plot(times, gbps, copy_gbps, out_dir)]
     return {"metrics": metrics, "comparisons": _comparisons(metrics), "figures": figures}
 

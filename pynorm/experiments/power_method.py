@@ -58,8 +58,9 @@ import numpy as np
 
 from pynorm.nn import build_experiment
 
-from ._common import (chunk_points, comparison, loglog_slope, pyplot, save_figure, train_with_trace,
-                      verdict_within)
+from ._common import (chunk_points, comparison, loglog_slope, pyplot, save_figure, seconds_per_step,
+                      train_with_trace, trained_steps, verdict_within)
+from ._fanout import runner
 
 NAME = "power-method"
 PAPER = "Wu, Zhang, Cao, Looped Transformers with Layer Normalization Provably Learn the Power Method, arXiv 2606.00605 (2026), Fig. 1"
@@ -140,39 +141,54 @@ def _build(cfg: Config, seed: int, init_noise: float, steps: int):
                             log_every=cfg.log_every, eval_batch_size=2_000)
 
 
-def run_seed(cfg: Config, seed: int, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
-    d = cfg.d
-    record = lambda trainer: block_stats(*weights(trainer.model), d)  # noqa: E731
+def units(cfg: Config):
+    """One unit per seed and run: the main run from the exact init and the stability probe."""
+    return [(seed, part) for seed in cfg.seeds for part in ("main", "probe")]
 
-    exp, tcfg = _build(cfg, seed, 0.0, cfg.steps)
-    trainer, trace = train_with_trace(exp, tcfg, out_dir / "train" / f"seed{seed}" / "main",
-                                      chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk), record, progress,
-                                      f"{NAME} seed {seed} (exact init)")
-    probe_exp, probe_cfg = _build(cfg, seed, cfg.probe_noise, cfg.probe_steps)
-    _, probe_trace = train_with_trace(probe_exp, probe_cfg, out_dir / "train" / f"seed{seed}" / "probe",
-                                      chunk_points(cfg.probe_steps, max(cfg.n_points // 2, 4), cfg.max_chunk),
-                                      record, progress, f"{NAME} seed {seed} (init + noise {cfg.probe_noise:g})")
 
-    test = exp.test
-    X, a, u = (test[k].astype(np.float64) for k in ("X", "a", "basis"))
-    u = u[..., 0]
-    exp.model.train(False)
-    y = exp.model(test["X"], test["a"]).astype(np.float64)
-    pm = power_method(X, a, cfg.loops)
-    cos = np.abs(np.sum(y * pm, axis=1)) / np.linalg.norm(y, axis=1)
+def _part(cfg: Config, part: str):
+    """(init noise, steps, trace points, label) of the main run or of the stability probe."""
+    if part == "main":
+        return 0.0, cfg.steps, chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk), "exact init"
+    return (cfg.probe_noise, cfg.probe_steps, chunk_points(cfg.probe_steps, max(cfg.n_points // 2, 4), cfg.max_chunk),
+            f"init + noise {cfg.probe_noise:g}")
 
+
+def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
+    """Trains one (seed, "main" | "probe") run: its trace and final (W, V); the main run also
+    measures its readout against the power method on the test set."""
+    seed, part = unit
+    noise, steps, points, label = _part(cfg, part)
+    exp, tcfg = _build(cfg, seed, noise, steps)
+    record = lambda trainer: block_stats(*weights(trainer.model), cfg.d)  # noqa: E731
+    _, trace = train_with_trace(exp, tcfg, out_dir / "train" / f"seed{seed}" / part, points, record, progress,
+                                f"{NAME} seed {seed} ({label})")
+    result = {"trace": trace, "weights": weights(exp.model)}
+    if part == "main":
+        test = exp.test
+        X, a, u = (test[k].astype(np.float64) for k in ("X", "a", "basis"))
+        exp.model.train(False)
+        y = exp.model(test["X"], test["a"]).astype(np.float64)
+        pm = power_method(X, a, cfg.loops)
+        result["power_method_loss"] = float(np.mean(sin2_to(pm, u[..., 0])))
+        result["cos_to_power_method"] = float(np.mean(np.abs(np.sum(y * pm, axis=1)) / np.linalg.norm(y, axis=1)))
+    return result
+
+
+def _seed_metrics(cfg: Config, main: Dict[str, Any], probe: Dict[str, Any]) -> Dict[str, Any]:
+    """One seed's metrics from its main run and its probe (keys starting with _ are for figures)."""
+    trace, probe_trace = main["trace"], probe["trace"]
     steps = np.array([r["step"] for r in trace], float)
     late = steps >= cfg.steps / 4
     geo = np.sqrt(np.clip([r["rho"] for r in trace], 0, None))
-    W, V = weights(exp.model)
-    Wp, Vp = weights(probe_exp.model)
-    final, probe_final = block_stats(W, V, d), block_stats(Wp, Vp, d)
+    (W, V), (Wp, Vp) = main["weights"], probe["weights"]
+    final, probe_final = block_stats(W, V, cfg.d), block_stats(Wp, Vp, cfg.d)
     probe_losses = [r["test_loss"] for r in probe_trace]
     return {
         "test_loss": trace[-1]["test_loss"],
         "initial_test_loss": trace[0]["test_loss"],
-        "power_method_loss": float(np.mean(sin2_to(pm, u))),
-        "cos_to_power_method": float(np.mean(cos)),
+        "power_method_loss": main["power_method_loss"],
+        "cos_to_power_method": main["cos_to_power_method"],
         "growth_slope": loglog_slope(steps[late], geo[late]),
         "growth_slope_w": loglog_slope(steps[late], [r["w"] for r in np.array(trace)[late]]),
         "growth_slope_v": loglog_slope(steps[late], [r["v"] for r in np.array(trace)[late]]),
@@ -185,6 +201,13 @@ def run_seed(cfg: Config, seed: int, out_dir: pathlib.Path, progress: bool) -> D
         "probe_final_test_loss": probe_losses[-1],
         "_trace": trace, "_probe_trace": probe_trace, "_weights": (W, V, Wp, Vp),
     }
+
+
+def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
+    """Estimated seconds of each unit: its steps times a few timed steps of the model at
+    ``cfg``'s settings (the main run and the probe train the same model)."""
+    per_step = seconds_per_step(trained_steps(lambda steps: _build(cfg, 0, 0.0, steps)))
+    return {unit: per_step * _part(cfg, unit[1])[1] for unit in units}
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -238,10 +261,12 @@ def _curves(out_dir, runs, cfg):
 
 
 # -- the experiment -------------------------------------------------------------------------
-def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, Any]:
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = {seed: run_seed(cfg, seed, out_dir, progress) for seed in cfg.seeds}
+run = runner(__name__)
+
+
+def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Path) -> Dict[str, Any]:
+    """Metrics (means over seeds, per seed, traces), figures and comparisons with the paper."""
+    runs = {seed: _seed_metrics(cfg, results[(seed, "main")], results[(seed, "probe")]) for seed in cfg.seeds}
     keys = [k for k in next(iter(runs.values())) if not k.startswith("_")]
     mean = {k: float(np.mean([r[k] for r in runs.values()])) for k in keys}
     metrics: Dict[str, Any] = dict(mean)

@@ -42,6 +42,8 @@ Choices the paper leaves open (made here, and why):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import inspect
 import math
@@ -54,7 +56,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._common import capture_norms, progress_bar, pyplot, single_threaded_blas
+from ._common import capture_norms, progress_bar, pyplot, seconds_per_step
+from ._fanout import runner
 from ._selectable import layer_norm_rows, unselectable_mask
 
 NAME = "unselectable"
@@ -100,31 +103,31 @@ class Config:
 
 
 # -- random keys ---------------------------------------------------------------------------
-def random_key_fractions(cfg: Config, bar) -> Dict[str, Any]:
-    before = {d: {} for d in cfg.dims}
-    after = {d: {} for d in cfg.dims}
-    lps = disagreements = 0
-    for d in cfg.dims:
-        for n in cfg.ns:
-            rng = np.random.default_rng([d, n])
-            hits_before = hits_after = 0
-            for run in range(cfg.runs):
-                keys = rng.standard_normal((n, d))
-                verify = run < cfg.verify_runs and (cfg.verify_ns is None or n in cfg.verify_ns)
-                mask, used, dis = unselectable_mask(keys, first_only=not verify, verify=verify)
-                hits_before += bool(mask.any())
-                lps, disagreements = lps + used, disagreements + dis
-                mask, used, dis = unselectable_mask(layer_norm_rows(keys), first_only=not verify, verify=verify)
-                hits_after += bool(mask.any())
-                lps, disagreements = lps + used, disagreements + dis
-            before[d][n] = hits_before / cfg.runs
-            after[d][n] = hits_after / cfg.runs
-            bar.update(1)
-    return {"fraction_before": before, "fraction_after": after, "lps_solved": lps,
-            "certificate_lp_disagreements": disagreements}
+def random_key_cell(cfg: Config, d: int, n: int) -> Dict[str, Any]:
+    """One (d, n) cell of the grid: the fractions of ``cfg.runs`` runs of n keys ~ N(0, I_d)
+    with an unselectable key, before and after LN, and the LPs solved (the cell's own seed)."""
+    rng = np.random.default_rng([d, n])
+    hits_before = hits_after = lps = disagreements = 0
+    for run in range(cfg.runs):
+        keys = rng.standard_normal((n, d))
+        verify = run < cfg.verify_runs and (cfg.verify_ns is None or n in cfg.verify_ns)
+        mask, used, dis = unselectable_mask(keys, first_only=not verify, verify=verify)
+        hits_before += bool(mask.any())
+        lps, disagreements = lps + used, disagreements + dis
+        mask, used, dis = unselectable_mask(layer_norm_rows(keys), first_only=not verify, verify=verify)
+        hits_after += bool(mask.any())
+        lps, disagreements = lps + used, disagreements + dis
+    return {"before": hits_before / cfg.runs, "after": hits_after / cfg.runs, "lps": lps,
+            "disagreements": disagreements}
 
 
 # -- language models -----------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def corpus_ids() -> Tuple[np.ndarray, List[str]]:
+    """The corpus as character ids, and the characters (computed once per process)."""
+    return _encode(stdlib_corpus())
+
+
 def stdlib_corpus() -> str:
     """The project's offline corpus: docstrings of CORPUS_MODULES, lower-cased and reduced
     to letters, ``.``, ``,``, ``'``, newline and space."""
@@ -217,46 +220,84 @@ def lm_unselectable(model, windows: np.ndarray, bar) -> Dict[str, List[float]]:
     return result
 
 
-def run(cfg: Config, out_dir: pathlib.Path, progress: bool = True) -> Dict[str, Any]:
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with progress_bar(progress, len(cfg.dims) * len(cfg.ns), "unselectable: random keys") as bar:
-        metrics: Dict[str, Any] = random_key_fractions(cfg, bar)
-    metrics["random_keys_seconds"] = time.perf_counter() - started
-    figures = [_plot_heatmaps(cfg, metrics, out_dir)]
+KEYS, LM = "keys", "lm"  # the two kinds of unit
 
+
+def units(cfg: Config):
+    """One unit per grid cell ("keys", d, n) and, with ``cfg.lm``, per ("lm", variant, seed)."""
+    return [(KEYS, d, n) for d in cfg.dims for n in cfg.ns] + (
+        [(LM, variant, seed) for variant in LM_VARIANTS for seed in cfg.seeds] if cfg.lm else [])
+
+
+def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
+    """A grid cell (see :func:`random_key_cell`) or one tiny GPT: trained, then its
+    unselectable keys per layer, its losses and the corpus size."""
+    kind, a, b = unit
+    if kind == KEYS:
+        return random_key_cell(cfg, a, b)
+    ids, chars = corpus_ids()
+    windows = _held_out_windows(ids[int(0.9 * len(ids)):], cfg.lm_context, cfg.lm_eval_windows)
+    with progress_bar(progress, cfg.lm_steps + 8, f"{NAME}: tiny GPT {a} seed {b}") as bar:
+        model, losses, held = train_lm(ids, len(chars), LM_VARIANTS[a], b, cfg, bar)
+        found = lm_unselectable(model, windows, bar)
+    return {**found, "losses": losses, "held_out": float(held), "corpus_chars": int(len(ids)), "vocab": len(chars)}
+
+
+def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
+    """Estimated seconds of each unit: a grid cell's runs times one timed run at the largest d
+    and each of the smallest, middle and largest n (linear in n between them); a tiny GPT's
+    steps times a few timed steps."""
+    probe = dataclasses.replace(cfg, runs=1)
+    ns = sorted({min(cfg.ns), sorted(cfg.ns)[len(cfg.ns) // 2], max(cfg.ns)})
+    run_seconds = []
+    for n in ns:
+        started = time.perf_counter()
+        random_key_cell(probe, max(cfg.dims), n)
+        run_seconds.append(time.perf_counter() - started)
+    costs = {(KEYS, d, n): cfg.runs * float(np.interp(n, ns, run_seconds)) for d in cfg.dims for n in cfg.ns}
     if cfg.lm:
-        lm_started = time.perf_counter()
-        ids, chars = _encode(stdlib_corpus())
-        windows = _held_out_windows(ids[int(0.9 * len(ids)):], cfg.lm_context, cfg.lm_eval_windows)
-        per_layer: Dict[str, List[List[float]]] = {"no_scaling": [], "scaling": [], "scaling_ln_inputs": []}
-        lm_loss: Dict[str, Dict[str, List[float]]] = {}
-        curves: Dict[str, List[List[float]]] = {}
-        total = len(cfg.seeds) * len(LM_VARIANTS) * (cfg.lm_steps + 8)
-        with single_threaded_blas(), progress_bar(progress, total, "unselectable: tiny GPTs") as bar:
-            for variant, norm in LM_VARIANTS.items():
-                for seed in cfg.seeds:
-                    model, losses, held = train_lm(ids, len(chars), norm, seed, cfg, bar)
-                    found = lm_unselectable(model, windows, bar)
-                    per_layer[variant].append(found["keys"])
-                    if variant == "scaling":
-                        per_layer["scaling_ln_inputs"].append(found["ln_inputs"])
-                    tail = max(1, len(losses) // 10)
-                    entry = lm_loss.setdefault(variant, {"train": [], "held_out": []})
-                    entry["train"].append(float(np.mean(losses[-tail:])))
-                    entry["held_out"].append(float(held))
-                    curves.setdefault(variant, []).append(losses)
+        ids, chars = corpus_ids()
+        per_step = seconds_per_step(lambda steps: train_lm(ids, len(chars), LM_VARIANTS["scaling"], 0,
+                                                           dataclasses.replace(cfg, lm_steps=steps),
+                                                           progress_bar(False, 0, "")))
+        costs.update({(LM, variant, seed): per_step * cfg.lm_steps for variant in LM_VARIANTS for seed in cfg.seeds})
+    return {unit: costs[unit] for unit in units}
+
+
+run = runner(__name__)
+
+
+def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Path) -> Dict[str, Any]:
+    """The grid's fractions, the tiny GPTs' unselectable keys per layer (means over seeds) and
+    losses, figures and comparisons."""
+    cells = {(d, n): results[(KEYS, d, n)] for d in cfg.dims for n in cfg.ns}
+    metrics: Dict[str, Any] = {
+        "fraction_before": {d: {n: cells[d, n]["before"] for n in cfg.ns} for d in cfg.dims},
+        "fraction_after": {d: {n: cells[d, n]["after"] for n in cfg.ns} for d in cfg.dims},
+        "lps_solved": sum(c["lps"] for c in cells.values()),
+        "certificate_lp_disagreements": sum(c["disagreements"] for c in cells.values())}
+    figures = [_plot_heatmaps(cfg, metrics, out_dir)]
+    if cfg.lm:
+        lms = {variant: [results[(LM, variant, seed)] for seed in cfg.seeds] for variant in LM_VARIANTS}
+        per_layer = {"no_scaling": [r["keys"] for r in lms["no_scaling"]],
+                     "scaling": [r["keys"] for r in lms["scaling"]],
+                     "scaling_ln_inputs": [r["ln_inputs"] for r in lms["scaling"]]}
         metrics["unselectable_per_layer"] = {k: [float(np.mean(col)) for col in zip(*v)] for k, v in per_layer.items()}
         metrics["unselectable_per_layer_runs"] = per_layer
-        metrics["lm_loss"] = {k: {s: float(np.mean(v)) for s, v in e.items()} for k, e in lm_loss.items()}
-        metrics["lm_corpus_chars"] = int(len(ids))
-        metrics["lm_vocab"] = len(chars)
-        metrics["lm_seconds"] = time.perf_counter() - lm_started
+        metrics["lm_loss"] = {variant: {"train": float(np.mean([_tail_mean(r["losses"]) for r in runs])),
+                                        "held_out": float(np.mean([r["held_out"] for r in runs]))}
+                              for variant, runs in lms.items()}
+        first = lms["scaling"][0]
+        metrics["lm_corpus_chars"] = first["corpus_chars"]
+        metrics["lm_vocab"] = first["vocab"]
         figures.append(_plot_layers(metrics, out_dir))
-        figures.append(_plot_lm_loss(curves, out_dir))
-    metrics["wall_seconds"] = time.perf_counter() - started
+        figures.append(_plot_lm_loss({variant: [r["losses"] for r in runs] for variant, runs in lms.items()}, out_dir))
     return {"metrics": metrics, "comparisons": _comparisons(cfg, metrics), "figures": figures}
+
+
+def _tail_mean(losses: List[float]) -> float:
+    """The mean of the last tenth of a loss curve."""
+    return float(np.mean(losses[-max(1, len(losses) // 10):]))
 
 
 def _comparisons(cfg: Config, metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
