@@ -2,6 +2,7 @@
 
     pynorm check <experiment> [--steps N] [--dtype float64|float32] [--set key=value ...]
     pynorm run <experiment|all> [--quick | --full] [--seeds 1 2 3] [--out DIR] [--no-progress]
+               [--jobs N | --scheduler HOST:PORT]
     pynorm bench [--ops ...] [--threads N] [--json FILE] [--plot FILE] [--markdown]
     pynorm info
 
@@ -12,7 +13,12 @@ worst relative error per tensor, and exits with status 1 if any exceeds the dtyp
 figures into --out (default results/<experiment>; for ``all``, results/ with one folder per
 experiment and a combined report.md). Default --quick. Rerunning the same command with the
 same --out resumes an interrupted run from its checkpoints. Exit status 1 if an experiment
-failed, 2 for bad arguments or an unavailable experiment.
+failed, 2 for bad arguments or an unavailable experiment (a one-line error, before any work).
+Each experiment's independent units (seeds, variants, grid cells) run serially by default;
+``--jobs N`` runs them on N local processes (spawned), ``--scheduler HOST:PORT`` on a Dask
+cluster (``pip install "pynorm[cluster]"``; --out must be a folder every worker can write).
+The results are bit-identical either way. Before a --full run, its estimated wall time on
+this machine is printed (from a few timed training steps of each unit). See docs/running.md.
 
 ``bench`` measures every kernel against torch and the machine's own limits (pynorm.bench);
 ``info`` prints pynorm.show_config().
@@ -81,23 +87,34 @@ def _run(args: argparse.Namespace) -> int:
     import pathlib
 
     from . import experiments
+    from .experiments import _fanout
+    from .experiments._report import check_seeds
 
     mode = "full" if args.full else "quick"
     progress = not args.no_progress
-    if args.experiment == "all":
-        records = experiments.run_all(mode, args.seeds, pathlib.Path(args.out or "results"), progress)
-        out = pathlib.Path(args.out or "results")
-        print(f"pynorm run all ({mode}): report in {out / 'report.md'}")
-        for name, record in records.items():
-            print(f"  {name:<16} {record['status']}")
-        return 1 if any(r["status"] == "failed" for r in records.values()) else 0
-    try:
-        experiments.load(args.experiment)
-    except experiments.ExperimentUnavailable as error:
-        print(f"pynorm run: {error}", file=sys.stderr)
-        return 2
-    out = pathlib.Path(args.out or pathlib.Path("results") / args.experiment)
-    record = experiments.run_experiment(args.experiment, mode, args.seeds, out, progress)
+    seeds = check_seeds(args.seeds) if args.seeds is not None else None
+    names = list(experiments.EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    if args.experiment != "all":
+        try:
+            experiments.load(args.experiment)
+        except experiments.ExperimentUnavailable as error:
+            print(f"pynorm run: {error}", file=sys.stderr)
+            return 2
+    scheduler = _fanout.check_scheduler(args.scheduler) if args.scheduler else None
+    root = pathlib.Path(args.out or "results")
+    outs = {name: root / name for name in names} if args.experiment == "all" else {
+        args.experiment: pathlib.Path(args.out or pathlib.Path("results") / args.experiment)}
+    with _fanout.workers(args.jobs, scheduler) as workers:
+        if args.full:
+            _print_estimates(outs, seeds, workers.slots, scheduler is not None)
+        if args.experiment == "all":
+            records = experiments.run_all(mode, seeds, root, progress, pool=workers.pool)
+            print(f"pynorm run all ({mode}): report in {root / 'report.md'}")
+            for name, record in records.items():
+                print(f"  {name:<16} {record['status']}")
+            return 1 if any(r["status"] == "failed" for r in records.values()) else 0
+        out = outs[args.experiment]
+        record = experiments.run_experiment(args.experiment, mode, seeds, out, progress, pool=workers.pool)
     from .experiments._report import fmt
 
     print(f"pynorm run {args.experiment} ({mode}, seeds {record['seeds']}): {record['wall_time_s']:.1f} s; "
@@ -107,11 +124,61 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_estimates(outs: Dict[str, Any], seeds, slots: int, cluster: bool) -> None:
+    """Prints each --full experiment's estimated wall time (and the total) before it starts."""
+    from . import experiments
+    from .experiments._fanout import estimate_seconds
+    from .experiments._report import make_config
+
+    where = (f"{slots} worker threads of the cluster, if each is as fast as this machine" if cluster
+             else f"{slots} parallel job{'s' if slots > 1 else ''} on this machine")
+    print(f"Estimated wall time of the --full run on {where} (an estimate: each unit's training steps "
+          "times a few steps timed now, units handed out longest first):")
+    total = 0.0
+    for name, out in outs.items():
+        try:
+            module = experiments.load(name)
+        except experiments.ExperimentUnavailable:
+            continue
+        seconds, left = estimate_seconds(module, make_config(module, "full", seeds), out, slots)
+        total += seconds
+        print(f"  {name:<16} ~{_duration(seconds)} ({left} unit{'s' if left != 1 else ''} to run)")
+    if len(outs) > 1:
+        print(f"  {'total':<16} ~{_duration(total)}")
+    sys.stdout.flush()
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as '45 s', '12 min' or '3.4 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _jobs(text: str) -> int:
+    """argparse type of --jobs."""
+    from .experiments._fanout import check_jobs
+
+    try:
+        return check_jobs(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--jobs ")) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``pynorm`` command."""
     from .nn.models import EXPERIMENTS
 
-    parser = argparse.ArgumentParser(prog="pynorm", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="pynorm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="compare the pynorm.nn trainer with its torch twin, step by step")
     check.add_argument("experiment", choices=sorted(EXPERIMENTS))
@@ -129,6 +196,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the experiment's)")
     run.add_argument("--out", help="output folder (default results/<experiment>, or results/ for all)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fanout = run.add_mutually_exclusive_group()
+    fanout.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                        help="run the independent units (seeds, variants, cells) on N local processes")
+    fanout.add_argument("--scheduler", metavar="HOST:PORT",
+                        help="run the units on the Dask cluster of this scheduler (needs pynorm[cluster])")
     commands.add_parser("bench", add_help=False, help="kernel speed vs torch and the machine's limits (see bench --help)")
     commands.add_parser("info", help="print the build and run-time configuration")
     argv = sys.argv[1:] if argv is None else list(argv)

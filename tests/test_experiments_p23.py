@@ -49,8 +49,7 @@ def test_witness_never_claims_an_interior_key():
 
 # -- unselectable -----------------------------------------------------------------------------
 def test_unselectable_random_keys_and_tiny_lms(tmp_path):
-    cfg = unselectable.Config(dims=(3, 12), ns=(30,), runs=6, verify_runs=1, seeds=(0,), lm_steps=15, lm_batch=4,
-                              lm_context=16, lm_eval_windows=2)
+    cfg = unselectable.Config.tiny()
     result = unselectable.run(cfg, tmp_path, progress=False)
     _check_contract(unselectable, result, tmp_path)
     m = result["metrics"]
@@ -63,9 +62,7 @@ def test_unselectable_random_keys_and_tiny_lms(tmp_path):
 
 # -- majority ---------------------------------------------------------------------------------
 def test_majority_tiny(tmp_path):
-    cfg = majority.Config(variants=("projection", "scaling_code"), seeds=(1,), steps=20, report_steps=(10, 20),
-                          eval_every=10, batch_size=20, n_sequences=1000, eval_sequences=100, angle_sequences=16,
-                          view3d_steps=100, view3d_batch=50)
+    cfg = majority.Config.tiny()
     result = majority.run(cfg, tmp_path, progress=False)
     _check_contract(majority, result, tmp_path)
     m = result["metrics"]
@@ -91,8 +88,7 @@ def test_query_angle_of_an_aligned_query():
 
 # -- dyt --------------------------------------------------------------------------------------
 def test_dyt_trains_well_above_chance(tmp_path):
-    cfg = dyt.Config(norms=("layernorm", "dyt"), seeds=(0,), vit_steps=150, vit_patch=4, ablations=("no_alpha",),
-                     track_every=50, majority=False)
+    cfg = dyt.Config.tiny()
     result = dyt.run(cfg, tmp_path, progress=False)
     _check_contract(dyt, result, tmp_path)
     m = result["metrics"]

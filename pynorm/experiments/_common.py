@@ -190,7 +190,7 @@ def single_threaded_blas() -> Iterator[None]:
         pynorm.set_num_threads(previous)
 
 
-def seconds_per_step(train: Callable[[int], Any], short: int = 1, long: int = 3) -> float:
+def seconds_per_step(train: Callable[[int], Any], short: int = 2, long: int = 5) -> float:
     """Seconds one training step takes here, for run-time estimates: ``train(k)`` (set up a
     model and train it k steps) is timed for k = ``short`` and ``long``, and the difference
     divided by the extra steps, so the set-up does not count. One pynorm and one BLAS

@@ -187,7 +187,11 @@ def workers(jobs: int = 1, scheduler: Optional[str] = None, timeout: float = 10.
     if scheduler is not None:
         from dask.distributed import Client
 
-        with Client(scheduler, timeout=timeout) as client:
+        try:
+            client = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError) as error:  # something listens there, but no dask scheduler
+            raise FanoutError(f"--scheduler {scheduler}: cannot connect a dask client ({error})") from None
+        with client:
             pool = client.get_executor(pure=False)
             try:
                 yield Workers(pool, sum(client.nthreads().values()))

@@ -91,6 +91,12 @@ class Config:
         return cls(seeds=(0,), vit_steps=400, vit_patch=4, track_every=20, majority_steps=300, majority_batch=100,
                    majority_sequences=20_000, majority_eval_sequences=1000)
 
+    @classmethod
+    def tiny(cls) -> "Config":
+        """For the tests: seconds."""
+        return cls(norms=("layernorm", "dyt"), seeds=(0,), vit_steps=150, vit_patch=4, ablations=("no_alpha",),
+                   track_every=50, majority=False)
+
 
 # -- digits ViT ------------------------------------------------------------------------------
 def digits_data(seed: int) -> Dict[str, np.ndarray]:

@@ -104,6 +104,13 @@ class Config:
                    n_sequences=20_000, eval_sequences=1000, angle_sequences=128, view3d_steps=600,
                    view3d_batch=200, view3d_lr=1e-2)
 
+    @classmethod
+    def tiny(cls) -> "Config":
+        """For the tests: seconds."""
+        return cls(variants=("projection", "scaling_code"), seeds=(1,), steps=20, report_steps=(10, 20),
+                   eval_every=10, batch_size=20, n_sequences=1000, eval_sequences=100, angle_sequences=16,
+                   view3d_steps=100, view3d_batch=50)
+
 
 def _experiment(cfg: Config, variant: str, seed: int, steps: int):
     """The p2_majority experiment and training config of one (variant, seed)."""

@@ -44,13 +44,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import inspect
 import math
 import pathlib
-import re
+import subprocess
+import sys
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -67,12 +65,6 @@ PAPER_PER_LAYER = {"no_scaling": [51.0, 32.2, 34.7, 36.8], "scaling": [0.0, 0.0,
                    "scaling_ln_inputs": [44.8, 28.5, 22.3, 26.1]}
 PAPER_CHECKS = {(5, 60): 1.0, (8, 60): 0.85, (10, 60): 0.3, (12, 60): 0.0}
 LM_VARIANTS = {"scaling": "layernorm", "no_scaling": "projection"}
-
-CORPUS_MODULES = ("collections", "functools", "itertools", "json", "string", "textwrap", "heapq", "bisect",
-                  "random", "statistics", "fractions", "decimal", "datetime", "pathlib", "argparse", "logging",
-                  "email.message", "http.client", "unittest.case", "typing", "dataclasses", "enum", "inspect",
-                  "pickle", "csv", "difflib", "shutil", "subprocess", "threading", "os")
-
 
 @dataclass
 class Config:
@@ -100,6 +92,12 @@ class Config:
     def quick(cls) -> "Config":
         return cls(dims=(3, 5, 7, 8, 10, 12, 15), ns=(5, 10, 20, 30, 45, 60), runs=20, verify_runs=1,
                    verify_ns=(20,), seeds=(0,), lm_steps=400, lm_batch=16, lm_context=64, lm_eval_windows=4)
+
+    @classmethod
+    def tiny(cls) -> "Config":
+        """For the tests: seconds."""
+        return cls(dims=(3, 12), ns=(30,), runs=6, verify_runs=1, seeds=(0,), lm_steps=15, lm_batch=4,
+                   lm_context=16, lm_eval_windows=2)
 
 
 # -- random keys ---------------------------------------------------------------------------
@@ -129,30 +127,11 @@ def corpus_ids() -> Tuple[np.ndarray, List[str]]:
 
 
 def stdlib_corpus() -> str:
-    """The project's offline corpus: docstrings of CORPUS_MODULES, lower-cased and reduced
-    to letters, ``.``, ``,``, ``'``, newline and space."""
-    with warnings.catch_warnings():  # some modules warn on attribute access (typing.io, ...)
-        warnings.simplefilter("ignore")
-        return _stdlib_corpus()
-
-
-def _stdlib_corpus() -> str:
-    parts: List[str] = []
-    for name in CORPUS_MODULES:
-        module = importlib.import_module(name)
-        parts.append(inspect.getdoc(module) or "")
-        for key, value in sorted(vars(module).items()):
-            if key.startswith("_") or not (inspect.isfunction(value) or inspect.isclass(value)):
-                continue
-            if getattr(value, "__module__", None) != module.__name__:
-                continue
-            parts.append(inspect.getdoc(value) or "")
-            if inspect.isclass(value):
-                parts.extend(inspect.getdoc(v) or "" for k, v in sorted(vars(value).items())
-                             if not k.startswith("_") and inspect.isfunction(v))
-    text = "\n".join(parts).lower()
-    text = re.sub(r"[^a-z.,'\n ]", " ", text)
-    return re.sub(r" +", " ", text)
+    """The project's offline corpus: docstrings of standard-library modules (see
+    :mod:`pynorm.experiments._stdlib_corpus`), built in a fresh interpreter so that it does not
+    depend on what this process has imported."""
+    script = pathlib.Path(__file__).with_name("_stdlib_corpus.py")
+    return subprocess.run([sys.executable, "-I", str(script)], capture_output=True, text=True, check=True).stdout
 
 
 def _encode(text: str) -> Tuple[np.ndarray, List[str]]:
