@@ -190,32 +190,24 @@ def single_threaded_blas() -> Iterator[None]:
         pynorm.set_num_threads(previous)
 
 
-def seconds_per_step(train: Callable[[int], Any], short: int = 2, long: int = 5) -> float:
-    """Seconds one training step takes here, for run-time estimates: ``train(k)`` (set up a
-    model and train it k steps) is timed for k = ``short`` and ``long``, and the difference
-    divided by the extra steps, so the set-up does not count. One pynorm and one BLAS
-    thread, as units run (_fanout)."""
+def seconds_per_step(step: Callable[[], Any], timed: int = 3) -> float:
+    """Seconds one training step takes here, for run-time estimates: the median of ``timed``
+    calls of ``step()`` after a warm-up call, with one pynorm and one BLAS thread, as units
+    run (_fanout)."""
     seconds = []
     with single_threaded_blas():
-        for steps in (short, long):
+        step()
+        for _ in range(timed):
             started = time.perf_counter()
-            train(steps)
+            step()
             seconds.append(time.perf_counter() - started)
-    extra = (seconds[1] - seconds[0]) / (long - short)
-    return extra if extra > 0 else seconds[1] / long  # a noisy spell: bound it by the whole time
+    return float(np.median(seconds))
 
 
-def trained_steps(build: Callable[[int], Tuple[Experiment, TrainConfig]]) -> Callable[[int], None]:
-    """For :func:`seconds_per_step`: ``train(k)`` that builds ``build(k)`` and trains it k steps
-    with :class:`pynorm.nn.Trainer` (no evaluation, no files)."""
-
-    def train(steps: int) -> None:
-        experiment, config = build(steps)
-        trainer = Trainer(experiment, dataclasses.replace(config, out_dir=None, progress=False, eval_every=0))
-        for step in range(steps):
-            trainer.train_step(trainer.batch(step))
-
-    return train
+def trainer_step(experiment: Experiment, config: TrainConfig) -> Callable[[], None]:
+    """For :func:`seconds_per_step`: one :class:`pynorm.nn.Trainer` step of ``experiment``."""
+    trainer = Trainer(experiment, dataclasses.replace(config, out_dir=None, progress=False, eval_every=0))
+    return lambda: trainer.train_step(trainer.batch(trainer.step))
 
 
 def progress_bar(enabled: bool, total: int, desc: str):

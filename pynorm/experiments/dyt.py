@@ -42,7 +42,6 @@ Choices the paper leaves open (made here, and why):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pathlib
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from ._common import capture_norms, progress_bar, pyplot, seconds_per_step, trained_steps
+from ._common import capture_norms, progress_bar, pyplot, seconds_per_step, trainer_step
 from ._fanout import runner
 
 NAME = "dyt"
@@ -113,10 +112,10 @@ def digits_data(seed: int) -> Dict[str, np.ndarray]:
     return {"x_train": images[train], "y_train": labels[train], "x_test": images[test], "y_test": labels[test]}
 
 
-def train_vit(norm: str, seed: int, cfg: Config, data: Dict[str, np.ndarray], bar, track: bool = False):
-    """Trains a TinyViT; returns (model, test accuracy, loss curve, alpha track)."""
+def vit_trainer(norm: str, seed: int, cfg: Config, data: Dict[str, np.ndarray]):
+    """A TinyViT and ``step()``, which trains it one step on a random training batch and
+    returns the loss (a non-finite loss is returned without an update)."""
     from pynorm.nn import AdamW, CrossEntropyLoss, TinyViT
-    from pynorm.nn.norms import DyT
     from pynorm.nn.optim import make_schedule
 
     model = TinyViT(8, cfg.vit_patch, 10, cfg.vit_d, cfg.vit_layers, cfg.vit_heads, norm=norm, alpha0=cfg.alpha0,
@@ -126,6 +125,24 @@ def train_vit(norm: str, seed: int, cfg: Config, data: Dict[str, np.ndarray], ba
     loss_fn = CrossEntropyLoss()
     rng = np.random.default_rng([seed, 1])
     x, y = data["x_train"], data["y_train"]
+
+    def step() -> float:
+        index = rng.integers(0, len(x), cfg.vit_batch)
+        loss = loss_fn(model(x[index]), y[index])
+        if np.isfinite(loss):
+            model.zero_grad()
+            model.backward(loss_fn.backward())
+            optimizer.step()
+        return loss
+
+    return model, step
+
+
+def train_vit(norm: str, seed: int, cfg: Config, data: Dict[str, np.ndarray], bar, track: bool = False):
+    """Trains a TinyViT; returns (model, test accuracy, loss curve, alpha track)."""
+    from pynorm.nn.norms import DyT
+
+    model, train_step = vit_trainer(norm, seed, cfg, data)
     probe = data["x_test"][:256]
     losses: List[float] = []
     tracked: Dict[str, Dict[str, List[float]]] = {}
@@ -146,16 +163,11 @@ def train_vit(norm: str, seed: int, cfg: Config, data: Dict[str, np.ndarray], ba
     for step in range(cfg.vit_steps):
         if track and step % cfg.track_every == 0:
             record(step)
-        index = rng.integers(0, len(x), cfg.vit_batch)
-        logits = model(x[index])
-        loss = loss_fn(logits, y[index])
+        loss = train_step()
         if not np.isfinite(loss):
             losses.append(float("nan"))
             break
         losses.append(loss)
-        model.zero_grad()
-        model.backward(loss_fn.backward())
-        optimizer.step()
         bar.update(1)
     else:
         if track:
@@ -292,13 +304,11 @@ def _s_curve_summary(model, data) -> Dict[str, Dict[str, Any]]:
 def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     """Estimated seconds of each unit: its steps times a few timed steps of its model (the ViT
     timed with DyT, the majority model with LayerNorm)."""
-    data = digits_data(cfg.seeds[0])
-    vit = seconds_per_step(lambda steps: train_vit("dyt", 0, dataclasses.replace(cfg, vit_steps=steps), data,
-                                                   progress_bar(False, 0, "")))
+    vit = seconds_per_step(vit_trainer("dyt", 0, cfg, digits_data(cfg.seeds[0]))[1])
     costs = {VIT: vit * cfg.vit_steps, ABLATION: vit * cfg.vit_steps}
     if cfg.majority:
-        per_step = seconds_per_step(trained_steps(lambda steps: _majority_experiment("layernorm", 0, cfg, steps)))
-        costs[MAJORITY] = per_step * cfg.majority_steps
+        costs[MAJORITY] = seconds_per_step(trainer_step(*_majority_experiment("layernorm", 0, cfg, 10)))
+        costs[MAJORITY] *= cfg.majority_steps
     return {unit: costs[unit[0]] for unit in units}
 
 

@@ -50,7 +50,7 @@ from pynorm.nn import LoopedTransformer, Module, TrainConfig, power_method_data
 from pynorm.nn.losses import Loss
 from pynorm.nn.models import Experiment
 
-from ._common import (chunk_points, comparison, pyplot, save_figure, seconds_per_step, train_with_trace, trained_steps,
+from ._common import (chunk_points, comparison, pyplot, save_figure, seconds_per_step, train_with_trace, trainer_step,
                       verdict_within)
 from ._fanout import runner
 
@@ -248,8 +248,7 @@ def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[s
 
 def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     """Estimated seconds of each unit: ``cfg.steps`` times a few timed steps of its arm's model."""
-    per_step = {arm: seconds_per_step(trained_steps(lambda steps, arm=arm: (arm_experiment(cfg, arm, 0),
-                                                                             _train_config(cfg, 0, steps))))
+    per_step = {arm: seconds_per_step(trainer_step(arm_experiment(cfg, arm, 0), _train_config(cfg, 0, cfg.steps)))
                 for arm in ARMS}
     return {unit: per_step[unit[1]] * cfg.steps for unit in units}
 

@@ -59,7 +59,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._common import mean_or_none, progress_bar, pyplot, seconds_per_step, trained_steps
+from ._common import mean_or_none, progress_bar, pyplot, seconds_per_step, trainer_step
 from ._fanout import runner
 
 NAME = "majority"
@@ -273,10 +273,10 @@ def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     variants differ only in one norm, so one variant is timed for all)."""
     from pynorm.nn import build_experiment
 
-    per_step = seconds_per_step(trained_steps(lambda steps: _experiment(cfg, cfg.variants[0], 0, steps)))
-    view = seconds_per_step(trained_steps(lambda steps: build_experiment(
+    per_step = seconds_per_step(trainer_step(*_experiment(cfg, cfg.variants[0], 0, cfg.steps)))
+    view = seconds_per_step(trainer_step(*build_experiment(
         "p2_majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30, d_model=3, ffn=3,
-        n_sequences=6000, steps=steps, batch_size=cfg.view3d_batch, progress=False)))
+        n_sequences=6000, steps=cfg.view3d_steps, batch_size=cfg.view3d_batch, progress=False)))
     return {unit: view * cfg.view3d_steps if unit[0] == VIEW3D else per_step * cfg.steps for unit in units}
 
 

@@ -59,7 +59,7 @@ import numpy as np
 from pynorm.nn import build_experiment
 
 from ._common import (chunk_points, comparison, loglog_slope, pyplot, save_figure, seconds_per_step,
-                      train_with_trace, trained_steps, verdict_within)
+                      train_with_trace, trainer_step, verdict_within)
 from ._fanout import runner
 
 NAME = "power-method"
@@ -206,7 +206,7 @@ def _seed_metrics(cfg: Config, main: Dict[str, Any], probe: Dict[str, Any]) -> D
 def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     """Estimated seconds of each unit: its steps times a few timed steps of the model at
     ``cfg``'s settings (the main run and the probe train the same model)."""
-    per_step = seconds_per_step(trained_steps(lambda steps: _build(cfg, 0, 0.0, steps)))
+    per_step = seconds_per_step(trainer_step(*_build(cfg, 0, 0.0, cfg.steps)))
     return {unit: per_step * _part(cfg, unit[1])[1] for unit in units}
 
 

@@ -140,31 +140,44 @@ def _encode(text: str) -> Tuple[np.ndarray, List[str]]:
     return np.array([index[c] for c in text], dtype=np.int64), chars
 
 
-def train_lm(ids: np.ndarray, vocab: int, norm: str, seed: int, cfg: Config, bar) -> Tuple[Any, List[float], float]:
-    """Trains a TinyGPT on the first 90% of ``ids``; returns (model, train losses, held-out loss)."""
+def lm_trainer(ids: np.ndarray, vocab: int, norm: str, seed: int, cfg: Config):
+    """A TinyGPT and ``step()``, which trains it one step on a random batch of windows of the
+    first 90% of ``ids`` and returns the loss."""
     from pynorm.nn import CrossEntropyLoss, TinyGPT
     from pynorm.nn.optim import Adam, make_schedule
 
-    split = int(0.9 * len(ids))
-    train, held_out = ids[:split], ids[split:]
+    train = ids[:int(0.9 * len(ids))]
     rng = np.random.default_rng([seed, 1])
     model = TinyGPT(vocab, 8, 4, 4, cfg.lm_context, norm=norm, dtype=cfg.dtype, rng=np.random.default_rng([seed, 0]))
     schedule = make_schedule("cosine", cfg.lm_steps, max(1, cfg.lm_steps // 10), 0.1)
     optimizer = Adam(model, cfg.lm_lr, schedule=schedule)
     loss_fn = CrossEntropyLoss()
     window = cfg.lm_context + 1
-    losses = []
-    for step in range(cfg.lm_steps):
+
+    def step() -> float:
         starts = rng.integers(0, len(train) - window, cfg.lm_batch)
         batch = train[starts[:, None] + np.arange(window)]
-        logits = model(batch[:, :-1])
-        losses.append(loss_fn(logits, batch[:, 1:]))
+        loss = loss_fn(model(batch[:, :-1]), batch[:, 1:])
         model.zero_grad()
         model.backward(loss_fn.backward())
         optimizer.step()
+        return loss
+
+    return model, step
+
+
+def train_lm(ids: np.ndarray, vocab: int, norm: str, seed: int, cfg: Config, bar) -> Tuple[Any, List[float], float]:
+    """Trains a TinyGPT on the first 90% of ``ids``; returns (model, train losses, held-out loss)."""
+    from pynorm.nn import CrossEntropyLoss
+
+    model, step = lm_trainer(ids, vocab, norm, seed, cfg)
+    losses = []
+    for _ in range(cfg.lm_steps):
+        losses.append(step())
         bar.update(1)
-    windows = _held_out_windows(held_out, cfg.lm_context + 1, 64)
+    windows = _held_out_windows(ids[int(0.9 * len(ids)):], cfg.lm_context + 1, 64)
     model.train(False)
+    loss_fn = CrossEntropyLoss()
     held = loss_fn(model(windows[:, :-1]), windows[:, 1:])
     model.train(True)
     return model, losses, held
@@ -236,9 +249,7 @@ def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     costs = {(KEYS, d, n): cfg.runs * float(np.interp(n, ns, run_seconds)) for d in cfg.dims for n in cfg.ns}
     if cfg.lm:
         ids, chars = corpus_ids()
-        per_step = seconds_per_step(lambda steps: train_lm(ids, len(chars), LM_VARIANTS["scaling"], 0,
-                                                           dataclasses.replace(cfg, lm_steps=steps),
-                                                           progress_bar(False, 0, "")))
+        per_step = seconds_per_step(lm_trainer(ids, len(chars), LM_VARIANTS["scaling"], 0, cfg)[1])
         costs.update({(LM, variant, seed): per_step * cfg.lm_steps for variant in LM_VARIANTS for seed in cfg.seeds})
     return {unit: costs[unit] for unit in units}
 
