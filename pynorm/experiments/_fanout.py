@@ -114,27 +114,31 @@ def run_units(module: ModuleType, cfg, out_dir: pathlib.Path, progress: bool = T
 
 class UnitStore:
     """The finished units of one config: ``results`` (unit -> (result, seconds)) read from
-    ``path`` (records of other configs and a torn last record are skipped), and
-    :meth:`add`, which appends one record."""
+    ``path`` (records of other configs are skipped; reading stops at a torn or unreadable
+    record, which the next :meth:`add` cuts off before appending its own)."""
 
     def __init__(self, path: pathlib.Path, cfg) -> None:
         self.path = path
         self.key = json.dumps(to_jsonable(dataclasses.asdict(cfg)), sort_keys=True)
         self.results: Dict[Tuple, Tuple[Any, float]] = {}
+        self.end = 0  # where the readable records end
         if path.is_file():
             with open(path, "rb") as f:
                 while True:
                     try:
                         key, unit, value = pickle.load(f)
-                    except (EOFError, pickle.UnpicklingError, ValueError, TypeError):
+                    except Exception:  # noqa: BLE001 - EOF, a record torn by a kill, or a stale class
                         break
+                    self.end = f.tell()
                     if key == self.key:
                         self.results[unit] = value
 
     def add(self, unit: Tuple, value: Tuple[Any, float]) -> Tuple[Any, float]:
-        """Records (result, seconds) of ``unit`` (appended and flushed at once) and returns it."""
+        """Appends the (result, seconds) of ``unit`` to the file at once and returns it."""
         with open(self.path, "ab") as f:
+            f.truncate(self.end)
             pickle.dump((self.key, unit, value), f, protocol=pickle.HIGHEST_PROTOCOL)
+            self.end = f.tell()
         self.results[unit] = value
         return value
 

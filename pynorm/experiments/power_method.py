@@ -49,7 +49,6 @@ same command with the same ``--out`` to continue an interrupted run.
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
