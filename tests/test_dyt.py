@@ -14,15 +14,15 @@ import pynorm
 # whole or with a tail, at every SIMD level)
 SHAPES = [(5, 1), (5, 3), (6, 7), (4, 8), (3, 9), (9, 16), (11, 24), (13, 32), (17, 1023), (2, 65536), (9, 3001),
           (11, 5000), (0, 8), (1, 8), (300, 64), (2, 3, 9)]
-AFFINE = ["none", "weight", "weight_bias"]
+AFFINE = ["none", "weight", "bias", "weight_bias"]  # "bias": the kernels pair it with a weight of ones
 
 
 def make_case(rng, shape, dtype, affine, spread=1.0):
     dim = shape[-1]
     x = (spread * rng.standard_normal(shape)).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
-    weight = (1 + 0.5 * rng.standard_normal(dim)).astype(dtype) if affine != "none" else None
-    bias = rng.standard_normal(dim).astype(dtype) if affine == "weight_bias" else None
+    weight = (1 + 0.5 * rng.standard_normal(dim)).astype(dtype) if affine in ("weight", "weight_bias") else None
+    bias = rng.standard_normal(dim).astype(dtype) if affine in ("bias", "weight_bias") else None
     return x, dy, weight, bias
 
 

@@ -16,7 +16,7 @@ VARIANTS = {  # name: (center, scale)
     "scaling": (False, True),
     "affine_only": (False, False),
 }
-AFFINE = ["none", "weight", "weight_bias"]
+AFFINE = ["none", "weight", "bias", "weight_bias"]  # "bias": the kernels pair it with a weight of ones
 # dims 1-32 span the row shapes the backward keeps in registers (one or two vectors, whole or
 # with a tail, at every SIMD level); 13 rows leave a group remainder
 SHAPES = [(5, 1), (5, 3), (6, 7), (4, 8), (3, 9), (9, 16), (11, 24), (13, 32), (17, 1023), (6, 3001), (2, 65536),
@@ -28,8 +28,8 @@ def make_case(rng, shape, dtype, affine, loc=0.0, spread=1.0):
     dim = shape[-1]
     x = (loc + spread * rng.standard_normal(shape)).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
-    weight = (1 + 0.5 * rng.standard_normal(dim)).astype(dtype) if affine != "none" else None
-    bias = rng.standard_normal(dim).astype(dtype) if affine == "weight_bias" else None
+    weight = (1 + 0.5 * rng.standard_normal(dim)).astype(dtype) if affine in ("weight", "weight_bias") else None
+    bias = rng.standard_normal(dim).astype(dtype) if affine in ("bias", "weight_bias") else None
     return x, dy, weight, bias
 
 

@@ -5,16 +5,20 @@
 #   benchmarks/cycles/ab.sh HEAD~1 HEAD      # v0 = HEAD~1, v1 = HEAD
 #   benchmarks/cycles/ab.sh WORKTREE HEAD    # WORKTREE = the uncommitted files
 #   benchmarks/cycles/ab.sh HEAD /tmp/try    # a directory: a checkout's csrc/cpu files
-# Needs g++ with OpenMP; uses AVX-512 when the CPU has it, else AVX2.
+# Needs g++ with OpenMP; uses AVX-512 when the CPU has it, else AVX2; AB_ISA=avx512|avx2|baseline
+# picks one (AVX2 on an AVX-512 machine, say).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-if grep -q avx512f /proc/cpuinfo; then
-  flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c"
-else
-  flags="-mavx2 -mfma -mf16c"
-fi
+isa=${AB_ISA:-$(grep -q avx512f /proc/cpuinfo && echo avx512 || echo avx2)}
+case $isa in
+  avx512) flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c" ;;
+  avx2) flags="-mavx2 -mfma -mf16c" ;;
+  baseline) flags="" ;;
+  *) echo "AB_ISA must be avx512, avx2 or baseline, got $isa" >&2; exit 2 ;;
+esac
+echo "ISA: $isa"
 flags="-w -O3 -ffp-contract=off -fopenmp $flags"
 objects=() revisions=""
 i=0

@@ -1,8 +1,9 @@
 // Cycles per 16 elements of the CPU norm and DyT kernels of several source revisions, built into one
-// binary (each in its own namespace v0, v1, ...) and timed in turns, one thread, best of 60:
+// binary (each in its own namespace v0, v1, ...) and timed in turns, one thread, best of 60 (15 for the streamed shapes):
 // a noisy neighbour then hits every revision alike. Built and run by ab.sh, which defines
 // REVISIONS (V(0) V(1) ...) and declares the kernels.
 #include <chrono>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -36,15 +37,28 @@ static double clock_hz() {
   return n / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// 64-byte aligned storage (as pynorm allocates outputs), so that large outputs are streamed.
+template <class T> struct Aligned {
+  using value_type = T;
+  Aligned() = default;
+  template <class U> Aligned(const Aligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)); }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const Aligned&) const { return true; }
+  bool operator!=(const Aligned&) const { return false; }
+};
+template <class T> using Buffer = std::vector<T, Aligned<T>>;
+
 int main() {
   const double hz = clock_hz();
   std::printf("clock ~%.2f GHz (dependent adds); cycles per 16 elements, 1 thread, float32\n", hz / 1e9);
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{4224, 32}, {256, 32}, {4224, 33}, {16384, 8},
-                                                           {1024, 128}, {64, 1024}, {64, 1023}};
+                                                           {1024, 128}, {64, 1024}, {64, 1023},
+                                                           {8192, 1024}, {1024, 8192}};  // the last two streamed
   const char* names[] = {"LN fwd", "RMS fwd", "LN bwd", "RMS bwd", "LN bwd*", "DyT fwd", "DyT bwd"};
   constexpr int K = 7;
   for (auto [rows, dim] : shapes) {
-    std::vector<float> x(rows * dim), dy(rows * dim), y(rows * dim), w(dim), b(dim), mean(rows), rstd(rows), dw(dim), db(dim);
+    Buffer<float> x(rows * dim), dy(rows * dim), y(rows * dim), w(dim), b(dim), mean(rows), rstd(rows), dw(dim), db(dim);
     std::mt19937 gen(1);
     std::normal_distribution<float> normal;
     for (auto* v : {&x, &dy, &w, &b})
@@ -83,7 +97,8 @@ int main() {
 #undef V
     const int calls = int(1e6 / double(rows * dim)) + 1;
     std::vector<std::vector<double>> best(kernels.size(), std::vector<double>(K, 1e9));
-    for (int rep = 0; rep < 60; ++rep)
+    const int reps = rows * dim > (1 << 20) ? 15 : 60;
+    for (int rep = 0; rep < reps; ++rep)
       for (int k = 0; k < K; ++k)
         for (size_t v = 0; v < kernels.size(); ++v) {
           const auto t0 = std::chrono::steady_clock::now();

@@ -43,51 +43,50 @@ template <class F> inline void for_each_row_group(int64_t r0, int64_t r1, int64_
 template <class T> void dyt_forward(const DytForwardArgs& a) {
   using A = acc_t<T>;
   const int64_t dim = a.dim;
-  const T* weight = static_cast<const T*>(a.weight);
-  const T* bias = static_cast<const T*>(a.bias);
+  const Affine<T> params(a.weight, a.bias, dim);
   const A alpha = A(a.alpha);
   with_bools(
-      [&](auto has_weight, auto has_bias, auto stream) {
+      [&](auto affine, auto stream) {
         parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
           auto rows = [&](auto count, int64_t r) {
             constexpr int R = decltype(count)::value;
             const T* x = static_cast<const T*>(a.x) + r * a.x_row_stride;
             write_rows<stream, R>(static_cast<T*>(a.y) + r * dim, dim, [&](int64_t i, auto k) {
               Vec<A> w = {}, b = {};
-              if constexpr (has_weight) w = load(weight + i, k);
-              if constexpr (has_bias) b = load(bias + i, k);
+              if constexpr (affine) w = load(params.weight + i, k), b = load(params.bias + i, k);
               return [&, i, k, w, b](int j) {
-                Vec<A> v = tanh_vec<A, false>(load(x + j * a.x_row_stride + i, k) * alpha, nullptr);
-                if constexpr (has_weight) v *= w;
-                if constexpr (has_bias) v += b;
-                return v;
+                const Vec<A> t = tanh_vec<A, false>(load(x + j * a.x_row_stride + i, k) * alpha, nullptr);
+                if constexpr (affine) return fmadd(t, w, b);
+                return t;
               };
             });
           };
           for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), stream, rows);
         });
       },
-      weight != nullptr, bias != nullptr, stream_output(a.rows * dim * int64_t(sizeof(T))));
+      params.any(), stream_rows(static_cast<T*>(a.y), a.rows, dim));
 }
 
 template <class T> void dyt_backward(const DytBackwardArgs& a) {
   using A = acc_t<T>;
   const int64_t dim = a.dim;
-  const T* weight = static_cast<const T*>(a.weight);
-  const bool want_dbias = a.dbias != nullptr;
+  // With a weight or a dbias, both column sums are formed (a missing weight is ones) and the
+  // ones asked for are returned: one variant instead of three.
+  const Affine<T> params(a.weight, a.dbias, dim);  // dbias stands for the bias: its partner is a weight of ones
+  const T* weight = params.weight;
   const A alpha = A(a.alpha);
-  // Partial sums per block: [dalpha (one vector of lane sums), dweight (dim, if weight),
-  // dbias (dim, if wanted)].
+  // Partial sums per block: [dalpha (one vector of lane sums), dweight (dim), dbias (dim)],
+  // the last two with a weight or a dbias.
   constexpr int64_t L = kLanes<A>;
-  const int64_t width = L + (weight ? dim : 0) + (want_dbias ? dim : 0);
+  const int64_t width = L + (params.any() ? 2 * dim : 0);
   Buffer<A> totals(width);
   with_bools(
-      [&](auto has_weight, auto has_dbias, auto stream) {
+      [&](auto has_params, auto stream) {
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,
             [&](int64_t r0, int64_t r1, A* partial) {
               A* partial_dweight = partial + L;
-              A* partial_dbias = partial + L + (has_weight ? dim : 0);
+              A* partial_dbias = partial + L + dim;
               Vec<A> sum_dalpha = load(partial, Full{});
               // Rows of at most kKeptRowVecs vectors (FixedVecs) keep the weight and the column
               // partials in registers for the whole block; other rows load and store the
@@ -97,8 +96,9 @@ template <class T> void dyt_backward(const DytBackwardArgs& a) {
                 constexpr int V = kept ? kKeptRowVecs : 1;
                 Vec<A> w_kept[V] = {}, dw_kept[V] = {}, db_kept[V] = {};
                 if constexpr (kept) for_each_vec<A>(dim, [&](int64_t i, auto k) {
-                  if constexpr (has_weight) w_kept[i / L] = load(weight + i, k), dw_kept[i / L] = load(partial_dweight + i, k);
-                  if constexpr (has_dbias) db_kept[i / L] = load(partial_dbias + i, k);
+                  if constexpr (has_params)
+                    w_kept[i / L] = load(weight + i, k), dw_kept[i / L] = load(partial_dweight + i, k),
+                    db_kept[i / L] = load(partial_dbias + i, k);
                 }, shape);
                 auto rows = [&](auto count, int64_t r) PYNORM_INLINE_LAMBDA {
                   constexpr int R = decltype(count)::value;
@@ -111,22 +111,20 @@ template <class T> void dyt_backward(const DytBackwardArgs& a) {
                     if constexpr (kept) {
                       col = {w_kept[i / L], dw_kept[i / L], db_kept[i / L]};
                     } else {
-                      if constexpr (has_weight) col.w = load(weight + i, k), col.dw = load(partial_dweight + i, k);
-                      if constexpr (has_dbias) col.db = load(partial_dbias + i, k);
+                      if constexpr (has_params)
+                        col = {load(weight + i, k), load(partial_dweight + i, k), load(partial_dbias + i, k)};
                     }
                     return [&, i, k, col](int j) mutable {
                       const Vec<A> xv = load(x + j * a.x_row_stride + i, k), dyv = load(dy + j * a.dy_row_stride + i, k);
                       Vec<A> s;
                       const Vec<A> t = tanh_vec<A, true>(xv * alpha, &s);
                       Vec<A> g = dyv;
-                      if constexpr (has_weight) g *= col.w, col.dw += dyv * t;
-                      if constexpr (has_dbias) col.db += dyv;
+                      if constexpr (has_params) g *= col.w, col.dw += dyv * t, col.db += dyv;
                       if (j == R - 1) {
                         if constexpr (kept) {
                           dw_kept[i / L] = col.dw, db_kept[i / L] = col.db;
                         } else {
-                          if constexpr (has_weight) store<false>(partial_dweight + i, col.dw, k);
-                          if constexpr (has_dbias) store<false>(partial_dbias + i, col.db, k);
+                          if constexpr (has_params) store<false>(partial_dweight + i, col.dw, k), store<false>(partial_dbias + i, col.db, k);
                         }
                       }
                       const Vec<A> gs = g * s;
@@ -137,18 +135,17 @@ template <class T> void dyt_backward(const DytBackwardArgs& a) {
                 };
                 for_each_row_group(r0, r1, dim * int64_t(sizeof(T)), stream, rows);
                 if constexpr (kept) for_each_vec<A>(dim, [&](int64_t i, auto k) {
-                  if constexpr (has_weight) store<false>(partial_dweight + i, dw_kept[i / L], k);
-                  if constexpr (has_dbias) store<false>(partial_dbias + i, db_kept[i / L], k);
+                  if constexpr (has_params) store<false>(partial_dweight + i, dw_kept[i / L], k), store<false>(partial_dbias + i, db_kept[i / L], k);
                 }, shape);
               });
               store<false>(partial, sum_dalpha, Full{});
             },
             totals.data);
       },
-      weight != nullptr, want_dbias, stream_output(a.rows * dim * int64_t(sizeof(T))));
+      params.any(), stream_rows(static_cast<T*>(a.dx), a.rows, dim));
   *static_cast<A*>(a.dalpha) = hsum(load(totals.data, Full{}));
-  if (weight) store_totals(static_cast<T*>(a.dweight), totals.data + L, dim);
-  if (want_dbias) store_totals(static_cast<T*>(a.dbias), totals.data + L + (weight ? dim : 0), dim);
+  if (a.weight) store_totals(static_cast<T*>(a.dweight), totals.data + L, dim);
+  if (a.dbias) store_totals(static_cast<T*>(a.dbias), totals.data + L + dim, dim);
 }
 
 template void dyt_forward<float>(const DytForwardArgs&);

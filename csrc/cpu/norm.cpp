@@ -156,40 +156,39 @@ template <int V, bool Tail> struct CachedRows<FixedVecs<V, Tail>> { static const
 template <class T> void norm_forward(const NormForwardArgs& a) {
   using A = acc_t<T>;
   const int64_t dim = a.dim, stride = a.x_row_stride;
-  const T* weight = static_cast<const T*>(a.weight);
-  const T* bias = static_cast<const T*>(a.bias);
+  const Affine<T> params(a.weight, a.bias, dim);
   with_bools(
-      [&](auto has_weight, auto has_bias, auto center, auto stream) {
-        auto group = [&](auto rows, int64_t r) {
-          constexpr int R = decltype(rows)::value;
-          const T* x[R];
-          PYNORM_UNROLL for (int j = 0; j < R; ++j) x[j] = static_cast<const T*>(a.x) + (r + j) * stride;
-          RowStats<A> s[R];
-          row_stats<R, center>(x, dim, a.scale, A(a.eps), s);
-          if (a.mean) PYNORM_UNROLL for (int j = 0; j < R; ++j) static_cast<A*>(a.mean)[r + j] = s[j].mean;
-          if (a.rstd) PYNORM_UNROLL for (int j = 0; j < R; ++j) static_cast<A*>(a.rstd)[r + j] = s[j].rstd;
-          write_group<stream, R>(static_cast<T*>(a.y) + r * dim, dim, [&](int64_t i, auto k) {
-            Vec<A> w = {}, b = {};
-            if constexpr (has_weight) w = load(weight + i, k);
-            if constexpr (has_bias) b = load(bias + i, k);
-            return [&, i, k, w, b](int j) {
-              if constexpr (fetch_ahead<R, stream>) prefetch(x[j] + R * stride + i);  // the next group's row
-              Vec<A> v = load(x[j] + i, k);
-              if constexpr (center) v -= s[j].mean;
-              if constexpr (has_weight && has_bias)  // (x - mean) (rstd w) + b, one rounding fewer
-                return fmadd(v, s[j].rstd * w, b);
-              v *= s[j].rstd;
-              if constexpr (has_weight) v *= w;
-              if constexpr (has_bias) v += b;
-              return v;
-            };
-          }, AnyVecs{});
-        };
-        parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
-          for_each_row_group<kLanes<A>>(r0, r1, dim * int64_t(sizeof(T)), group);
-        });
+      [&](auto affine, auto has_bias, auto center, auto stream) {
+        if constexpr (has_bias && !affine) {  // never: a bias comes with a weight (of ones)
+        } else {
+          auto group = [&](auto rows, int64_t r) {
+            constexpr int R = decltype(rows)::value;
+            const T* x[R];
+            PYNORM_UNROLL for (int j = 0; j < R; ++j) x[j] = static_cast<const T*>(a.x) + (r + j) * stride;
+            RowStats<A> s[R];
+            row_stats<R, center>(x, dim, a.scale, A(a.eps), s);
+            if (a.mean) PYNORM_UNROLL for (int j = 0; j < R; ++j) static_cast<A*>(a.mean)[r + j] = s[j].mean;
+            if (a.rstd) PYNORM_UNROLL for (int j = 0; j < R; ++j) static_cast<A*>(a.rstd)[r + j] = s[j].rstd;
+            write_group<stream, R>(static_cast<T*>(a.y) + r * dim, dim, [&](int64_t i, auto k) {
+              Vec<A> w = {}, b = {};
+              if constexpr (affine) w = load(params.weight + i, k);
+              if constexpr (has_bias) b = load(params.bias + i, k);
+              return [&, i, k, w, b](int j) {
+                if constexpr (fetch_ahead<R, stream>) prefetch(x[j] + R * stride + i);  // the next group's row
+                Vec<A> v = load(x[j] + i, k);
+                if constexpr (center) v -= s[j].mean;
+                if constexpr (has_bias) return fmadd(v, s[j].rstd * w, b);  // (x - mean) (rstd w) + b
+                if constexpr (affine) return v * (s[j].rstd * w);
+                return v * s[j].rstd;
+              };
+            }, AnyVecs{});
+          };
+          parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
+            for_each_row_group<kLanes<A>>(r0, r1, dim * int64_t(sizeof(T)), group);
+          });
+        }
       },
-      weight != nullptr, bias != nullptr, a.center, stream_output(a.rows * dim * int64_t(sizeof(T))));
+      params.any(), a.bias != nullptr, a.center, stream_rows(static_cast<T*>(a.y), a.rows, dim));
 }
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight, xhat = (x - mu) * rstd;
@@ -199,14 +198,16 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
 template <class T> void norm_backward(const NormBackwardArgs& a) {
   using A = acc_t<T>;
   const int64_t dim = a.dim;
-  const T* weight = static_cast<const T*>(a.weight);
-  const bool want_dbias = a.dbias != nullptr;
+  // With a weight or a dbias, both column sums are formed (a missing weight is ones) and the
+  // ones asked for are returned: one variant instead of three.
+  const Affine<T> params(a.weight, a.dbias, dim);  // dbias stands for the bias: its partner is a weight of ones
+  const T* weight = params.weight;
   const bool recompute = (a.center && !a.mean) || (a.scale && !a.rstd);
-  const int64_t width = (weight ? dim : 0) + (want_dbias ? dim : 0);
+  const int64_t width = params.any() ? 2 * dim : 0;
   const A inv_dim = A(1) / A(dim);
   Buffer<A> totals(width);
   with_bools(
-      [&](auto has_weight, auto has_dbias, auto scale, auto stream) {
+      [&](auto has_params, auto scale, auto stream) {
         // A group of R rows. With FixedVecs rows (shape), the sums pass keeps g and xhat in
         // registers for the dx pass, which then reads neither x nor dy again, and the block's
         // weight and dweight and dbias partials stay in registers too (w_kept, dw_kept,
@@ -234,7 +235,7 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                       a.scale ? static_cast<const A*>(a.rstd)[r + j] : A(1)};
           }
           A* partial_dweight = partial;
-          A* partial_dbias = partial + (has_weight ? dim : 0);
+          A* partial_dbias = partial + (has_params ? dim : 0);
           A mean_g[R], mean_gx[R];
           Vec<A> g_kept[cached ? R : 1][V], xhat_kept[cached ? R : 1][V];
           paired_row_sums<R>(
@@ -244,24 +245,21 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                   if constexpr (cached) {
                     w = w_kept[i / kLanes<A>], dw = dw_kept[i / kLanes<A>], db = db_kept[i / kLanes<A>];
                   } else {
-                    if constexpr (has_weight) w = load(weight + i, k), dw = load(partial_dweight + i, k);
-                    if constexpr (has_dbias) db = load(partial_dbias + i, k);
+                    if constexpr (has_params) w = load(weight + i, k), dw = load(partial_dweight + i, k), db = load(partial_dbias + i, k);
                   }
                   PYNORM_UNROLL for (int j = 0; j < R; ++j) {
                     const Vec<A> dyv = load(dy[j] + i, k);
-                    const Vec<A> g = has_weight ? dyv * w : dyv;
+                    const Vec<A> g = has_params ? dyv * w : dyv;
                     const Vec<A> xhat = keep((load(x[j] + i, k) - s[j].mean) * s[j].rstd, k);
                     if constexpr (cached) g_kept[j][i / kLanes<A>] = g, xhat_kept[j][i / kLanes<A>] = xhat;
                     sum_g[j] += g;
                     sum_gx[j] = fmadd(g, xhat, sum_gx[j]);
-                    if constexpr (has_weight) dw = fmadd(dyv, xhat, dw);
-                    if constexpr (has_dbias) db += dyv;
+                    if constexpr (has_params) dw = fmadd(dyv, xhat, dw), db += dyv;
                   }
                   if constexpr (cached) {
                     dw_kept[i / kLanes<A>] = dw, db_kept[i / kLanes<A>] = db;
                   } else {
-                    if constexpr (has_weight) store<false>(partial_dweight + i, dw, k);
-                    if constexpr (has_dbias) store<false>(partial_dbias + i, db, k);
+                    if constexpr (has_params) store<false>(partial_dweight + i, dw, k), store<false>(partial_dbias + i, db, k);
                   }
                 }, shape);
               },
@@ -269,7 +267,7 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
           if (!a.center) PYNORM_UNROLL for (int j = 0; j < R; ++j) mean_g[j] = A(0);
           write_group<stream, R>(static_cast<T*>(a.dx) + r * dim, dim, [&](int64_t i, auto k) {
             Vec<A> w = {};
-            if constexpr (has_weight && !cached) w = load(weight + i, k);
+            if constexpr (has_params && !cached) w = load(weight + i, k);
             return [&, i, k, w](int j) {
               if constexpr (fetch_ahead<R, stream, decltype(shape)>) {
                 prefetch(x[j] + R * a.x_row_stride + i);
@@ -280,7 +278,7 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                 g = g_kept[j][i / kLanes<A>], xhat = xhat_kept[j][i / kLanes<A>];
               } else {
                 g = load(dy[j] + i, k);
-                if constexpr (has_weight) g *= w;
+                if constexpr (has_params) g *= w;
                 if constexpr (scale) xhat = (load(x[j] + i, k) - s[j].mean) * s[j].rstd;
               }
               if constexpr (!scale) return g - mean_g[j];  // x does not enter: NaN in x stays out
@@ -297,25 +295,25 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                 constexpr int V = CachedRows<decltype(shape)>::vecs;
                 // three arrays, not one: GCC keeps small arrays in registers, not a [3][V] one
                 Vec<A> w_kept[V] = {}, dw_kept[V] = {}, db_kept[V] = {};
-                A* const partial_dbias = partial + (has_weight ? dim : 0);
+                A* const partial_dbias = partial + (has_params ? dim : 0);
                 if constexpr (cached) for_each_vec<A>(dim, [&](int64_t i, auto k) {
-                  if constexpr (has_weight) w_kept[i / kLanes<A>] = load(weight + i, k), dw_kept[i / kLanes<A>] = load(partial + i, k);
-                  if constexpr (has_dbias) db_kept[i / kLanes<A>] = load(partial_dbias + i, k);
+                  if constexpr (has_params)
+                    w_kept[i / kLanes<A>] = load(weight + i, k), dw_kept[i / kLanes<A>] = load(partial + i, k),
+                    db_kept[i / kLanes<A>] = load(partial_dbias + i, k);
                 }, shape);
                 for_each_row_group<S>(r0, r1, dim * int64_t(sizeof(T)), [&](auto rows, int64_t r) PYNORM_INLINE_LAMBDA {
                   group(rows, r, partial, shape, w_kept, dw_kept, db_kept);
                 });
                 if constexpr (cached) for_each_vec<A>(dim, [&](int64_t i, auto k) {
-                  if constexpr (has_weight) store<false>(partial + i, dw_kept[i / kLanes<A>], k);
-                  if constexpr (has_dbias) store<false>(partial_dbias + i, db_kept[i / kLanes<A>], k);
+                  if constexpr (has_params) store<false>(partial + i, dw_kept[i / kLanes<A>], k), store<false>(partial_dbias + i, db_kept[i / kLanes<A>], k);
                 }, shape);
               });
             },
             totals.data);
       },
-      weight != nullptr, want_dbias, a.scale, stream_output(a.rows * dim * int64_t(sizeof(T))));
-  if (weight) store_totals(static_cast<T*>(a.dweight), totals.data, dim);
-  if (want_dbias) store_totals(static_cast<T*>(a.dbias), totals.data + (weight ? dim : 0), dim);
+      params.any(), a.scale, stream_rows(static_cast<T*>(a.dx), a.rows, dim));
+  if (a.weight) store_totals(static_cast<T*>(a.dweight), totals.data, dim);
+  if (a.dbias) store_totals(static_cast<T*>(a.dbias), totals.data + dim, dim);
 }
 
 template void norm_forward<float>(const NormForwardArgs&);

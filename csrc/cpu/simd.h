@@ -181,6 +181,24 @@ inline vf64 sqrt_vec(vf64 v) {
 #endif
 }
 inline float sqrt_vec(float v) { return __builtin_sqrtf(v); }
+
+// v clamped to [lo, hi] lane-wise, NaN passing through: x86's min and max return their second
+// operand when either is NaN, so min(hi, v) and max(lo, .) are one instruction each (the same
+// lanes as a compare and a select, which AVX2 lowers to a compare and a blend of two or three).
+template <class V> inline V clamp_vec(V v, V lo, V hi) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<V, vf32>) return (vf32)_mm512_max_ps((__m512)lo, _mm512_min_ps((__m512)hi, (__m512)v));
+  if constexpr (std::is_same_v<V, vf64>) return (vf64)_mm512_max_pd((__m512d)lo, _mm512_min_pd((__m512d)hi, (__m512d)v));
+#elif defined(__AVX__)
+  if constexpr (std::is_same_v<V, vf32>) return (vf32)_mm256_max_ps((__m256)lo, _mm256_min_ps((__m256)hi, (__m256)v));
+  if constexpr (std::is_same_v<V, vf64>) return (vf64)_mm256_max_pd((__m256d)lo, _mm256_min_pd((__m256d)hi, (__m256d)v));
+#elif defined(__SSE2__)
+  if constexpr (std::is_same_v<V, vf32>) return (vf32)_mm_max_ps((__m128)lo, _mm_min_ps((__m128)hi, (__m128)v));
+  if constexpr (std::is_same_v<V, vf64>) return (vf64)_mm_max_pd((__m128d)lo, _mm_min_pd((__m128d)hi, (__m128d)v));
+#endif
+  const V below = hi < v ? hi : v;  // the compares pass NaN through
+  return below < lo ? lo : below;
+}
 inline double sqrt_vec(double v) { return __builtin_sqrt(v); }
 
 // c[0] + c[1] r + ... + c[N-1] r^(N-1) by Estrin's scheme: pairs first, then combined with
@@ -313,15 +331,38 @@ template <> inline vf32 load(const BFloat16* p, int n) {
   const vu16 h = load_bits16(reinterpret_cast<const uint16_t*>(p), n);
   return (vf32)(__builtin_convertvector(h, vu32) << 16);
 }
+// Without F16C, the 16-bit float conversions are vector arithmetic, lane for lane the scalar
+// half_to_float / float_to_half above (a loop of scalar calls, inlined into every kernel, made
+// the baseline build several times slower to compile and the kernels slower to run).
+inline vf32 halves_to_floats(vu16 h) {
+  const vu32 u = __builtin_convertvector(h, vu32);
+  const vu32 sign = (u & 0x8000u) << 16, exponent = (u >> 10) & 0x1fu, mantissa = u & 0x3ffu;
+  const vu32 normal = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+  const vu32 subnormal = sign | (vu32)(__builtin_convertvector(mantissa, vf32) * 5.9604644775390625e-8f);  // exact
+  const vu32 special = sign | 0x7f800000u | (mantissa << 13);
+  return (vf32)(exponent == 0u ? subnormal : exponent == 0x1fu ? special : normal);
+}
+inline vu16 floats_to_halves(vf32 v) {  // round to nearest even, NaN stays NaN
+  vu32 x = (vu32)v;
+  const vu32 sign = (x >> 16) & 0x8000u;
+  x &= 0x7fffffffu;
+  const vu32 special = 0x7c00u | (x > 0x7f800000u ? vu32{} + 0x200u : vu32{});
+  const vu32 subnormal = (vu32)((vf32)x + 0.5f) - 0x3f000000u;  // the FPU rounds at 2^-24
+  const vu32 normal = (x + 0xc8000fffu + ((x >> 13) & 1u)) >> 13;
+  const vu32 bits = x >= 0x7f800000u ? special : x >= 0x477ff000u ? vu32{} + 0x7c00u
+                                                : x < 0x38800000u ? subnormal : normal;
+  return __builtin_convertvector(sign | bits, vu16);
+}
+
 template <> inline vf32 load(const Half* p, Full) {
 #if defined(__F16C__) && PYNORM_VEC_BYTES == 64
   return (vf32)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 #elif defined(__F16C__) && PYNORM_VEC_BYTES == 32
   return (vf32)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #else
-  vf32 v;
-  for (int i = 0; i < kLanes<float>; ++i) v[i] = half_to_float(p[i].bits);
-  return v;
+  vu16 h;
+  std::memcpy(&h, p, sizeof h);
+  return halves_to_floats(h);
 #endif
 }
 template <> inline vf32 load(const Half* p, int n) {
@@ -349,9 +390,7 @@ template <> inline vu16 pack<Half>(vf32 v) {
 #elif defined(__F16C__) && PYNORM_VEC_BYTES == 32
   return (vu16)_mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT);
 #else
-  vu16 h;
-  for (int i = 0; i < kLanes<float>; ++i) h[i] = float_to_half(v[i]);
-  return h;
+  return floats_to_halves(v);
 #endif
 }
 
@@ -441,22 +480,46 @@ template <class A, class F, int V, bool Tail> PYNORM_INLINE void for_each_vec(in
 // elements the same way whatever the address). The rows are visited together, a vector of
 // each in turn: value(i, k) does the per-column work once (loading weights, say) and returns
 // the per-row function, which is then called for j = 0, 1, ..., R - 1 in that order. With
-// Stream=true, outputs that start at a vector-aligned address (and whose rows all do) are
-// streamed to memory, others are stored normally (pynorm allocates its outputs 64-byte
-// aligned).
+// Stream=true the stores are streamed to memory: every row must start vector-aligned
+// (stream_rows below decides).
+//
+// Where a vector is smaller than a cache line (AVX2, SSE2, 16-bit storage), rows of any length
+// (AnyVecs) go a line at a time: value() for the line's vectors, then each row's whole line in
+// turn, so that consecutive stores fill a line. Streamed, a line's stores otherwise lie a
+// row's worth of arithmetic apart, and a write-combining buffer left half full is written out
+// as a partial line. The order is the same whether or not the output is streamed, so results
+// never depend on its address.
+template <class T> constexpr int kLineVecs = 64 / sizeof(typename StoreBits<T>::type) < 4 ? 64 / sizeof(typename StoreBits<T>::type) : 4;
+template <class Row, int C> struct Line { Row vec[C]; };
+template <class F, int... c> PYNORM_INLINE auto line_values(F& value, int64_t i, int64_t lanes, std::integer_sequence<int, c...>) {
+  return Line<decltype(value(i, Full{})), sizeof...(c)>{{value(i + c * lanes, Full{})...}};  // in order c = 0, 1, ...
+}
+
 template <bool Stream, int R, class T, class F, class Shape = AnyVecs>
 PYNORM_INLINE void write_rows(T* out, int64_t n, F&& value, Shape shape = {}) {
-  constexpr size_t bytes = sizeof(typename StoreBits<T>::type);
+  constexpr int C = std::is_same_v<Shape, AnyVecs> ? kLineVecs<T> : 1;
+  constexpr int64_t L = kLanes<acc_t<T>>;
   auto rows = [&](auto stream) {
-    for_each_vec<acc_t<T>>(n, [&](int64_t i, auto k) {
-      auto row = value(i, k);
-      PYNORM_UNROLL for (int j = 0; j < R; ++j) store<decltype(stream)::value>(out + j * n + i, row(j), k);
-    }, shape);
+    int64_t i = 0;
+    if constexpr (C > 1) {
+      for (; i + C * L <= n; i += C * L) {
+        auto line = line_values(value, i, L, std::make_integer_sequence<int, C>{});
+        PYNORM_UNROLL for (int j = 0; j < R; ++j)
+          PYNORM_UNROLL for (int c = 0; c < C; ++c) store<decltype(stream)::value>(out + j * n + i + c * L, line.vec[c](j), Full{});
+      }
+    }
+    auto vec = [&](int64_t at, auto k) {
+      auto row = value(at, k);
+      PYNORM_UNROLL for (int j = 0; j < R; ++j) store<decltype(stream)::value>(out + j * n + at, row(j), k);
+    };
+    if constexpr (C > 1) {
+      for (; i + L <= n; i += L) vec(i, Full{});
+      if (i < n) vec(i, int(n - i));
+    } else {
+      for_each_vec<acc_t<T>>(n, vec, shape);
+    }
   };
-  if (Stream && reinterpret_cast<uintptr_t>(out) % bytes == 0 && (R == 1 || n * sizeof(T) % bytes == 0))
-    rows(std::true_type{});
-  else
-    rows(std::false_type{});
+  rows(std::bool_constant<Stream>{});
 }
 // write_rows for one row: out[i] = value(i, k).
 template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n, F&& value) {
@@ -479,6 +542,14 @@ template <class T> inline void prefetch(const T* p) { __builtin_prefetch(p, 0, 3
 // Outputs this large are written with streaming stores: they would not stay in cache anyway.
 constexpr int64_t kStreamingBytes = int64_t(4) << 20;
 inline bool stream_output(int64_t bytes) { return bytes >= kStreamingBytes; }
+// Whether a kernel streams its contiguous [rows, dim] output: when it is that large and every
+// row starts at a vector-aligned address (pynorm allocates outputs 64-byte aligned). Decided
+// once per call, so that each loop comes in two variants, streamed or not.
+template <class T> inline bool stream_rows(const T* out, int64_t rows, int64_t dim) {
+  constexpr int64_t bytes = sizeof(typename StoreBits<T>::type);
+  return stream_output(rows * dim * int64_t(sizeof(T))) && reinterpret_cast<uintptr_t>(out) % bytes == 0 &&
+         dim * int64_t(sizeof(T)) % bytes == 0;
+}
 
 // ------------------------------------------------------------------ threads
 // Splits [0, n) into one contiguous range per thread and calls f(begin, end) in each.
@@ -515,6 +586,25 @@ template <class A> struct Buffer {
   ~Buffer() { delete[] data; }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
+};
+
+// A kernel's weight and bias: the caller's, with ones in place of a missing weight and zeros
+// in place of a missing bias when the other one is given, so that kernels compile two
+// variants (affine or not) instead of four; multiplying by one and adding zero are exact.
+template <class T> struct Affine {
+  const T* weight;
+  const T* bias;
+  Buffer<T> fill;
+  Affine(const void* w, const void* b, int64_t dim)
+      : weight(static_cast<const T*>(w)), bias(static_cast<const T*>(b)), fill((w == nullptr) != (b == nullptr) ? dim : 0) {
+    if (!weight && bias) {
+      for (int64_t i = 0; i < dim; ++i) fill.data[i] = from_acc<T>(1);
+      weight = fill.data;
+    } else if (weight && !bias) {
+      bias = fill.data;  // zeros
+    }
+  }
+  bool any() const { return weight != nullptr; }
 };
 
 // Row reductions whose result does not depend on the thread count: rows are cut into a
@@ -564,8 +654,7 @@ inline vf32 tanh_rational(vf32 z) {
   constexpr float p[] = {1.337091476e-01f, 3.483754583e-03f, 2.042215601e-05f, 1.311207143e-08f};
   constexpr float q[] = {4.670422077e-01f, 2.583150007e-02f, 3.266608401e-04f, 7.673701816e-07f};
   const vf32 clamp = splat<float>(kTanhClamp), one = splat<float>(1.0f);
-  vf32 zc = clamp < z ? clamp : z;  // these compares pass NaN through
-  zc = zc < -clamp ? -clamp : zc;
+  const vf32 zc = clamp_vec(z, -clamp, clamp);
   const vf32 u = zc * zc;
   vf32 num = splat<float>(p[3]), den = splat<float>(q[3]);
   for (int j = 2; j >= 0; --j) {
@@ -574,9 +663,7 @@ inline vf32 tanh_rational(vf32 z) {
   }
   num = fmadd(num, u, one);
   den = fmadd(den, u, one);
-  const vf32 t = zc * num / den;
-  const vf32 below = one < t ? one : t;
-  return below < -one ? -one : below;
+  return clamp_vec(zc * num / den, -one, one);
 }
 
 // double: expm1(y) for 0 <= y <= a few hundred, to a few ulp: y = k ln2 + r with
