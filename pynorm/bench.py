@@ -1,6 +1,7 @@
 """Speed of pynorm's kernels beside torch and beside the machine's own limits, in one run.
 
-    python -m pynorm.bench [--ops layer_norm rms_norm dyt linear_attention] [--threads 2] [--json FILE] [--plot FILE]
+    python -m pynorm.bench [--ops layer_norm projection scaling rms_norm dyt linear_attention] [--threads 2]
+                           [--dtypes float32 bfloat16] [--simd all|LEVEL ...] [--json FILE] [--plot FILE] [--markdown]
 
 For every case it reports the effective bandwidth (bytes the op must move / time) of pynorm
 and torch, the speedup, and the fraction of the machine's bound measured in the same run: a
@@ -13,6 +14,10 @@ it is rated in GFLOP/s of useful work beside NumPy's (BLAS) float32 matmul in th
 and beside torch formulations of the same algorithm (see linear_attention_cases). Times are
 the best of several repeats; on a shared, noisy machine compare the ratios of one run, never
 absolute numbers across runs. Without torch the torch columns are empty.
+
+``--simd all`` (or a list of levels) times the norm ops once per SIMD level the CPU runs, each in a
+child process with ``PYNORM_SIMD`` set (the level is fixed at import), one after the other; every
+result row carries its ``simd`` level, and the markdown table has a column per level.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, List, Optional
 
@@ -29,7 +37,8 @@ import numpy as np
 
 import pynorm
 
-NORM_SHAPES = [(16384, 1024), (4096, 4096), (65536, 256)]
+NORM_SHAPES = [(16384, 1024), (4096, 4096), (65536, 256), (64, 262144)]
+NORM_OPS = ["layer_norm", "projection", "scaling", "rms_norm", "dyt"]
 TINY_SHAPE = (4224, 32)  # the trainer's regime: P1's 128 x 33 tokens of width 32
 
 
@@ -59,6 +68,7 @@ class Result:
     pynorm_s: float
     torch_s: Optional[float]
     bound_s: float
+    simd: str = dataclasses.field(default_factory=lambda: pynorm.simd_level())
 
     @property
     def pynorm_gbs(self) -> float:
@@ -81,7 +91,7 @@ class Result:
             "op": self.op, "pass": self.pass_, "shape": list(self.shape), "dtype": self.dtype,
             "bytes": self.bytes, "pynorm_s": self.pynorm_s, "torch_s": self.torch_s, "bound_s": self.bound_s,
             "pynorm_GBps": self.pynorm_gbs, "torch_GBps": self.torch_gbs, "speedup": self.speedup,
-            "fraction_of_bound": self.of_bound,
+            "fraction_of_bound": self.of_bound, "simd": self.simd,
         }  # fmt: skip
 
 
@@ -135,6 +145,34 @@ def norm_cases(torch):
             lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True),
         )  # fmt: skip
 
+    # LayerNorm's halves (with weight and bias): centring alone, and scaling by the RMS alone;
+    # torch's versions are composites of its own ops, differentiated by autograd.
+    def halves(center, scale):
+        def case(x, w, b, dy):
+            fwd = lambda: pynorm.layer_norm(x, w, b, center=center, scale=scale)  # noqa: E731
+            _, mean, rstd = pynorm.layer_norm(x, w, b, center=center, scale=scale, return_stats=True)
+            bwd = lambda: pynorm.layer_norm_backward(dy, x, w, b, center=center, scale=scale, mean=mean, rstd=rstd)  # noqa: E731
+            if torch is None:
+                return fwd, bwd, None, None
+
+            def composite(tx, tw, tb):
+                if center:
+                    tx = tx - tx.mean(-1, keepdim=True)
+                if scale:
+                    tx = tx * torch.rsqrt(tx.square().mean(-1, keepdim=True) + 1e-5)
+                return tx * tw + tb
+
+            tx, tw, tb = (to_torch(torch, a).requires_grad_() for a in (x, w, b))
+            ty = composite(tx, tw, tb)
+            tdy = to_torch(torch, dy)
+            return (
+                fwd, bwd,
+                lambda: composite(tx.detach(), tw.detach(), tb.detach()),
+                lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True),
+            )  # fmt: skip
+
+        return case
+
     def rms_norm(x, w, b, dy):
         fwd = lambda: pynorm.rms_norm(x, w)  # noqa: E731
         _, rstd = pynorm.rms_norm(x, w, return_stats=True)
@@ -166,11 +204,22 @@ def norm_cases(torch):
             lambda: torch.autograd.grad(ty, (tx, ta, tw, tb), tdy, retain_graph=True),
         )  # fmt: skip
 
-    return {"layer_norm": layer_norm, "rms_norm": rms_norm, "dyt": dyt}
+    return {"layer_norm": layer_norm, "projection": halves(True, False), "scaling": halves(False, True),
+            "rms_norm": rms_norm, "dyt": dyt}  # fmt: skip
+
+
+def storage_dtype(name: str) -> np.dtype:
+    """A NumPy dtype by name; bfloat16 from ml_dtypes."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 def run(ops: List[str], shapes=None, dtype=np.float32, threads: int = 2, progress=print) -> List[Result]:
-    """Measures forward and backward of each op at each shape; returns the results."""
+    """Measures forward and backward of each op at each shape (at the SIMD level this process
+    runs); returns the results."""
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(threads)
@@ -183,11 +232,12 @@ def run(ops: List[str], shapes=None, dtype=np.float32, threads: int = 2, progres
         raise ValueError(f"unknown ops {unknown}; choose from {sorted(builders)}")
     rng = np.random.default_rng(0)
     results = []
+    dtype = storage_dtype(dtype) if isinstance(dtype, str) else np.dtype(dtype)
     for shape in shapes or NORM_SHAPES + [TINY_SHAPE]:
-        x = rng.standard_normal(shape).astype(dtype)
-        dy = rng.standard_normal(shape).astype(dtype)
-        w = rng.standard_normal(shape[-1]).astype(dtype)
-        b = rng.standard_normal(shape[-1]).astype(dtype)
+        x = rng.standard_normal(shape, np.float32).astype(dtype)
+        dy = rng.standard_normal(shape, np.float32).astype(dtype)
+        w = rng.standard_normal(shape[-1], np.float32).astype(dtype)
+        b = rng.standard_normal(shape[-1], np.float32).astype(dtype)
         copies = copy_functions(x, torch)
         for op in ops:
             fwd, bwd, tfwd, tbwd = builders[op](x, w, b, dy)
@@ -195,7 +245,7 @@ def run(ops: List[str], shapes=None, dtype=np.float32, threads: int = 2, progres
                 # pynorm, torch and the copies in turns: a noisy spell of the machine hits all alike
                 times = interleaved_best([fn] + ([] if tfn is None else [tfn]) + copies, repeats=7)
                 r = Result(
-                    op, pass_, shape, np.dtype(dtype).name, elements * x.nbytes,
+                    op, pass_, shape, dtype.name, elements * x.nbytes,
                     times[0], None if tfn is None else times[1], bound * min(times[-len(copies):]),
                 )  # fmt: skip
                 results.append(r)
@@ -413,18 +463,67 @@ def format_row(r: Result) -> str:
 
 
 def markdown_table(results: List[Result]) -> str:
-    lines = [
-        "| op | pass | shape | pynorm GB/s | torch GB/s | speedup | fraction of copy bound |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
+    """One row per case; with one SIMD level its GB/s, torch's and the fractions, with several
+    a column per level (fraction of the copy bound) and the speedup over torch at each."""
+    levels = list(dict.fromkeys(r.simd for r in results))
+    if len(levels) == 1:
+        lines = [
+            f"| op | pass | shape | pynorm GB/s | torch GB/s | speedup | fraction of copy bound ({levels[0]}) |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+        for r in results:
+            torch_gbs = "-" if r.torch_gbs is None else f"{r.torch_gbs:.2f}"
+            speedup = "-" if r.speedup is None else f"{r.speedup:.2f}x"
+            lines.append(
+                f"| {r.op} | {r.pass_} | {'x'.join(map(str, r.shape))} {r.dtype} | {r.pynorm_gbs:.2f} | {torch_gbs} | "
+                f"{speedup} | {r.of_bound:.2f} |"
+            )
+        return "\n".join(lines)
+    cases: dict = {}
     for r in results:
-        torch_gbs = "-" if r.torch_gbs is None else f"{r.torch_gbs:.2f}"
-        speedup = "-" if r.speedup is None else f"{r.speedup:.2f}x"
-        lines.append(
-            f"| {r.op} | {r.pass_} | {'x'.join(map(str, r.shape))} {r.dtype} | {r.pynorm_gbs:.2f} | {torch_gbs} | "
-            f"{speedup} | {r.of_bound:.2f} |"
-        )
+        cases.setdefault((r.op, r.pass_, tuple(r.shape), r.dtype), {})[r.simd] = r
+    lines = [
+        "| op | pass | shape | " + " | ".join(f"of bound, {lv}" for lv in levels) + " | "
+        + " | ".join(f"x torch, {lv}" for lv in levels) + " |",
+        "|---|---|---|" + "---:|" * (2 * len(levels)),
+    ]
+    for (op, pass_, shape, dtype), by_level in cases.items():
+        fractions = [f"{by_level[lv].of_bound:.2f}" if lv in by_level else "-" for lv in levels]
+        speedups = ["-" if lv not in by_level or by_level[lv].speedup is None else f"{by_level[lv].speedup:.1f}x"
+                    for lv in levels]  # fmt: skip
+        lines.append(f"| {op} | {pass_} | {'x'.join(map(str, shape))} {dtype} | " + " | ".join(fractions + speedups) + " |")
     return "\n".join(lines)
+
+
+def _shape(text: str) -> tuple:
+    """'4096x4096' -> (4096, 4096)."""
+    try:
+        rows, dim = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWSxDIM, e.g. 4096x4096, got {text!r}") from None
+    if rows < 1 or dim < 1:
+        raise argparse.ArgumentTypeError(f"rows and dim must be positive, got {text!r}")
+    return rows, dim
+
+
+def run_levels(levels: List[str], ops: List[str], dtypes: List[str], threads: int, shapes=None) -> List[Result]:
+    """run() at each SIMD level, each in a child process with PYNORM_SIMD set, one after the other."""
+    results = []
+    for level in levels:
+        print(f"-- SIMD {level} (child process)", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "results.json")
+            command = [sys.executable, "-m", "pynorm.bench", "--ops", *ops, "--dtypes", *dtypes,
+                       "--threads", str(threads), "--json", path, "--no-overhead"]  # fmt: skip
+            if shapes:
+                command += ["--shapes", *("x".join(map(str, s)) for s in shapes)]
+            subprocess.run(command, env={**os.environ, "PYNORM_SIMD": level}, check=True)
+            with open(path) as f:
+                rows = json.load(f)["results"]
+        for row in rows:
+            results.append(Result(row["op"], row["pass"], tuple(row["shape"]), row["dtype"], row["bytes"],
+                                  row["pynorm_s"], row["torch_s"], row["bound_s"], row["simd"]))  # fmt: skip
+    return results
 
 
 def plot(results: List[Result], path: str) -> None:
@@ -453,24 +552,44 @@ def plot(results: List[Result], path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pynorm bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ops", nargs="+", default=["layer_norm", "rms_norm", "dyt", "linear_attention"])
+    parser.add_argument("--ops", nargs="+", default=NORM_OPS + ["linear_attention"],
+                        choices=NORM_OPS + ["linear_attention"])  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float64", "bfloat16", "float16"],
+                        help="storage types of the norm cases (default float32)")  # fmt: skip
+    parser.add_argument("--shapes", nargs="+", metavar="ROWSxDIM", type=_shape,
+                        help=f"norm shapes (default {' '.join('x'.join(map(str, s)) for s in NORM_SHAPES + [TINY_SHAPE])})")
+    parser.add_argument("--simd", nargs="+", metavar="LEVEL",
+                        help="time the norm ops at these SIMD levels ('all': every level this CPU runs), "
+                             "each in a child process; default: the level pynorm picked")  # fmt: skip
     parser.add_argument("--json", help="write the results as JSON to this file")
     parser.add_argument("--plot", help="draw a bar chart to this PNG file")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    parser.add_argument("--no-overhead", action="store_true", help=argparse.SUPPRESS)  # the children of --simd
     args = parser.parse_args(argv)
-    print(f"pynorm {pynorm.__version__}, SIMD {pynorm.simd_level()}, {args.threads} threads")
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    supported = pynorm.config()["simd_levels_supported"]
+    levels = supported[::-1] if args.simd == ["all"] else args.simd
+    unknown = [lv for lv in levels or [] if lv not in supported]
+    if unknown:
+        parser.error(f"--simd: {unknown} not supported here; this CPU runs {supported} (or 'all')")
+    print(f"pynorm {pynorm.__version__}, SIMD {', '.join(levels) if levels else pynorm.simd_level()}, {args.threads} threads")
     norm_ops = [op for op in args.ops if op != "linear_attention"]
     results = []
-    if norm_ops:
+    if norm_ops and levels:
+        results = run_levels(levels, norm_ops, args.dtypes, args.threads, args.shapes)
+    elif norm_ops:
         print(HEADER)
-        results = run(norm_ops, threads=args.threads)
+        for dtype in args.dtypes:
+            results += run(norm_ops, args.shapes, dtype=dtype, threads=args.threads)
     la_rows = []
     if "linear_attention" in args.ops:
         print(LA_HEADER)
         la_rows = linear_attention_cases(args.threads)
-    overhead = per_call_overhead(args.threads)
-    print("per-call overhead (1 x 32 row): " + ", ".join(f"{k} = {v * 1e6:.2f} us" for k, v in overhead.items()))
+    overhead = {} if args.no_overhead else per_call_overhead(args.threads)
+    if overhead:
+        print("per-call overhead (1 x 32 row): " + ", ".join(f"{k} = {v * 1e6:.2f} us" for k, v in overhead.items()))
     if args.markdown:
         print(markdown_table(results))
     if args.json:
