@@ -11,23 +11,20 @@ namespace PYNORM_ISA {
 
 // Rows longer than this (with weight and bias, or the backward's column partials, beside them
 // more than L1 holds) go kRowsAtOnce at a time, a vector of each in turn, so that those are
-// read once per group from L2, not once per row (measured, 2 threads, [4096 x 4096] and
-// [2048 x 8192], against one row at a time: forward 1.1-1.4x, backward 1.3-1.6x; 8 rows beat
-// 2 and 4, and matched 16). Rows of up to kShortRowBytes go kShortRowsAtOnce at a time when
-// the output stays in cache: the backward's column partials then pass from row to row in
-// registers, not through a store and a reload per row ([16384 x 8] forward 38 -> 27 cycles
-// per 16 elements, [4224 x 33] backward 33 -> 27, [1024 x 128] backward 21.8 -> 19.9; 8 rows
-// gained nothing more); streamed, four rows' interleaved outputs are slower ([65536 x 256]
-// backward 16.9 -> 24.3). Rows in between go one at a time (grouped, rows 4 KiB apart
-// contend for L1 sets: [16384 x 1024] forward 0.8-0.9x).
+// read once per group from L2, not once per row (with AVX-512 8 rows beat 2 and 4 and matched
+// 16; with AVX2's 16 registers 4 and 8 are alike). Rows of up to kShortRowBytes go kShortRowsAtOnce at a time when the
+// output stays in cache: the backward's column partials then pass from row to row in
+// registers, not through a store and a reload per row (8 rows gained nothing more); streamed,
+// four rows' interleaved outputs are slower. Rows in between go one at a time (grouped, rows
+// 4 KiB apart contend for L1 sets). The figures behind these choices are in the commit
+// messages (benchmarks/cycles/ab.sh).
 constexpr int64_t kLongRowBytes = 8192;
 constexpr int kRowsAtOnce = 8;
 constexpr int64_t kShortRowBytes = 1024;
 constexpr int kShortRowsAtOnce = 4;
 // Vectors per row up to which the backward keeps the weight and the column partials in
-// registers for the whole block ([4224 x 32] 24.5 -> 16.7 cycles per 16 elements; groups of
-// 2, 4 or 8 such rows gained nothing more; rows of up to 8 vectors gained another 5-15% for
-// eight times the compile time).
+// registers for the whole block (groups of 2, 4 or 8 such rows gained nothing more; rows of up
+// to 8 vectors gained a little more for eight times the compile time).
 constexpr int kKeptRowVecs = 2;
 
 // Calls f(std::integral_constant<int, R>{}, r) for groups of R rows covering [r0, r1): groups

@@ -121,8 +121,7 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> 
 // Whether a group's output pass asks for the next group's rows (simd.h's prefetch): always
 // for long rows; for groups of short rows (more than kGroupRows, or FixedVecs rows) only when
 // the data is too large for the cache (the outputs are streamed), since in cache the
-// prefetches cost more than they save (in-L2 [4224 x 32] backward ~10% faster without,
-// [131072 x 64] ~25% slower).
+// prefetches cost more than they save.
 template <int R, bool Stream, class Shape = AnyVecs>
 constexpr bool fetch_ahead = Stream || (R <= kGroupRows && std::is_same_v<Shape, AnyVecs>);
 
@@ -141,9 +140,7 @@ PYNORM_INLINE void write_group(T* out, int64_t n, F&& value, Shape shape) {
 
 // Vectors per row up to which the backward keeps a group's g and xhat in registers (FixedVecs
 // rows), and how many of each a group may hold: with AVX-512's 32 registers, 4 rows of 2
-// vectors, 8 of 1; with 16 registers, 4 rows of 1 vector. ([4224 x 32] backward, cycles per
-// 16 elements, one run, before the weight and partials were kept too: 15.6 -> 10.3 with
-// groups of 4 rows; 12.0 with 8, 15.5 with 2. Everything in, another run: 16.9 -> 10.6.)
+// vectors, 8 of 1; with 16 registers, 4 rows of 1 vector (groups of 4 rows beat 8 and 2).
 // Rows of 16-bit floats take the generic path: the extra instantiations would double
 // norm.cpp's build time for types used as storage.
 constexpr int kCachedVecs = PYNORM_VEC_BYTES == 64 ? 8 : 4;
@@ -193,8 +190,8 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight, xhat = (x - mu) * rstd;
 // without centring mean(g) is dropped, without scaling the xhat term is (rstd = 1). The sums
-// of g xhat and dy xhat and dx's xhat term are fused multiply-adds (one rounding fewer; ~6%
-// faster on [4224 x 32]).
+// of g xhat and dy xhat and dx's xhat term are fused multiply-adds (one rounding fewer, and
+// fewer instructions).
 template <class T> void norm_backward(const NormBackwardArgs& a) {
   using A = acc_t<T>;
   const int64_t dim = a.dim;

@@ -333,7 +333,7 @@ template <> inline vf32 load(const BFloat16* p, int n) {
 }
 // Without F16C, the 16-bit float conversions are vector arithmetic, lane for lane the scalar
 // half_to_float / float_to_half above (a loop of scalar calls, inlined into every kernel, made
-// the baseline build several times slower to compile and the kernels slower to run).
+// the baseline copy much slower to compile and to run).
 inline vf32 halves_to_floats(vu16 h) {
   const vu32 u = __builtin_convertvector(h, vu32);
   const vu32 sign = (u & 0x8000u) << 16, exponent = (u >> 10) & 0x1fu, mantissa = u & 0x3ffu;
