@@ -76,7 +76,7 @@ def _all_outputs(x, dy, w, b, n_threads):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-@pytest.mark.parametrize("shape", [(3000, 300), (203, 3001), (7, 70000), (100_000, 8), (4229, 32)])
+@pytest.mark.parametrize("shape", [(3000, 300), (203, 3001), (7, 70000), (100_000, 8), (4229, 32), (64, 40000)])
 def test_results_are_bitwise_identical_for_1_2_3_threads(dtype, shape):
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape).astype(dtype)
@@ -87,6 +87,26 @@ def test_results_are_bitwise_identical_for_1_2_3_threads(dtype, shape):
     for n in (2, 3):
         for got, want in zip(_all_outputs(x, dy, w, b, n), reference):
             assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_rows_column_sums(threads):
+    """Few long rows: the parameter gradients' partial sums come in blocks of several rows
+    (a block per row made partials as large as the data), summed with the columns split
+    among the threads; checked against float64 NumPy sums."""
+    rng = np.random.default_rng(9)
+    x, dy = rng.standard_normal((2, 48, 40000))
+    w, b = rng.standard_normal((2, 40000))
+    _, mean, rstd = pynorm.layer_norm(x, w, b, return_stats=True)
+    _, dw, db = pynorm.layer_norm_backward(dy, x, w, b, mean=mean, rstd=rstd, n_threads=threads)
+    xhat = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(dw, (dy * xhat).sum(0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(db, dy.sum(0), rtol=1e-10, atol=1e-10)
+    _, dalpha, dw_dyt, db_dyt = pynorm.dyt_backward(dy, x, 0.5, w, b, n_threads=threads)
+    t = np.tanh(0.5 * x)
+    np.testing.assert_allclose(dw_dyt, (dy * t).sum(0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(db_dyt, dy.sum(0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dalpha, (dy * w * (1 - t * t) * x).sum(), rtol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -608,14 +608,18 @@ template <class T> struct Affine {
 };
 
 // Row reductions whose result does not depend on the thread count: rows are cut into a
-// fixed number of blocks (a function of rows and dim only), each block adds its rows into
-// its own `width` partial sums in row order, and the blocks are then added in block order.
+// fixed number of blocks (a function of rows, dim and width only), each block adds its rows
+// into its own `width` partial sums in row order, and the blocks are then added in block
+// order (columns split among the threads). The partials hold at most a quarter as many
+// values as the rows: long rows otherwise made a block per row, whose partials (zeroed,
+// written, then summed) outweighed the rows themselves.
 // block(r0, r1, partial) adds the contributions of rows [r0, r1), in row order, to
 // `partial`; total receives the sums.
 template <class A, class BlockFn>
 inline void reduce_rows_in_blocks(int64_t rows, int64_t dim, int64_t width, int threads, BlockFn&& block,
                                   A* total) {
   int64_t blocks = rows * dim / 32768;
+  if (width > 0 && blocks > rows * dim / (4 * width)) blocks = rows * dim / (4 * width);
   blocks = blocks < 1 ? 1 : (blocks > 64 ? 64 : blocks);
   if (blocks > rows) blocks = rows > 0 ? rows : 1;
   const int64_t rows_per_block = (rows + blocks - 1) / blocks;
@@ -626,14 +630,17 @@ inline void reduce_rows_in_blocks(int64_t rows, int64_t dim, int64_t width, int 
       if (b * rows_per_block < r1) block(b * rows_per_block, r1, partial.data + b * width);
     }
   });
-  for (int64_t j = 0; j < width; ++j) total[j] = 0;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const A* p = partial.data + b * width;
-    for_each_vec<A>(width, [&](int64_t j, auto k) {
-      Vec<A> t = load(total + j, k) + load(p + j, k);
-      store<false>(total + j, t, k);
-    });
-  }
+  constexpr int64_t L = kLanes<A>;
+  const int64_t vecs = (width + L - 1) / L;
+  const bool large = width * blocks > (int64_t(1) << 16);
+  parallel_for(vecs, large ? threads : 1, [&](int64_t v0, int64_t v1) {
+    const int64_t j0 = v0 * L, n = (v1 * L < width ? v1 * L : width) - j0;
+    for (int64_t j = j0; j < j0 + n; ++j) total[j] = 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const A* p = partial.data + b * width + j0;
+      for_each_vec<A>(n, [&](int64_t i, auto k) { store<false>(total + j0 + i, load(total + j0 + i, k) + load(p + i, k), k); });
+    }
+  });
 }
 
 // Rounds accumulated sums to the storage type.
