@@ -569,7 +569,9 @@ def run_levels(levels: List[str], ops: List[str], dtypes: List[str], threads: in
                        "--threads", str(threads), "--json", path, "--no-overhead"]  # fmt: skip
             if shapes:
                 command += ["--shapes", *("x".join(map(str, s)) for s in shapes)]
-            subprocess.run(command, env={**os.environ, "PYNORM_SIMD": level}, check=True)
+            # cwd: not the caller's folder, where a source checkout's pynorm/ (no compiled module)
+            # would shadow the installed package
+            subprocess.run(command, env={**os.environ, "PYNORM_SIMD": level}, cwd=tmp, check=True)
             with open(path) as f:
                 rows = json.load(f)["results"]
         results += results_from_rows(rows)
