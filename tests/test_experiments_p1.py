@@ -40,13 +40,67 @@ def test_power_method_moves_toward_the_power_method(power_run):
 
 def test_power_method_writes_figures_and_resumes(power_run):
     out, cfg, record = power_run
-    assert set(record["figures"]) == {"power_method_weights.png", "power_method_loss.png"}
+    assert set(record["figures"]) == {"power_method_weights.png", "power_method_loss.png", "power_method_diagnosis.png"}
     for name in record["figures"]:
         assert (out / name).stat().st_size > 1000
     # a finished run is resumed from its checkpoint: no training, same numbers
     again = power_method.run(cfg, out, progress=False)
     assert again["metrics"]["test_loss"] == pytest.approx(record["metrics"]["test_loss"], rel=1e-6)
     assert again["metrics"]["w"] == pytest.approx(record["metrics"]["w"], rel=1e-6)
+
+
+def test_power_method_diagnosis_covers_every_noise_and_loss_form(power_run):
+    out, cfg, record = power_run
+    rows = record["metrics"]["diagnosis"]
+    assert sorted((r["relative_noise"], r["loss_form"]) for r in rows) == \
+        sorted((x, form) for x in cfg.diag_noises for form in ("normalized", "plain"))
+    for form in ("normalized", "plain"):
+        mine = sorted((r for r in rows if r["loss_form"] == form), key=lambda r: r["relative_noise"])
+        # the exact structured init stays in the invariant set: no off-block energy at all
+        assert mine[0]["relative_noise"] == 0
+        assert mine[0]["initial_off_block_ratio"] == 0 and mine[0]["final_off_block_ratio"] == 0
+        assert mine[0]["off_exceeds_in_step"] is None and mine[0]["off_block_growing_most"] is None
+        # more noise starts further off the structured set
+        initial = [r["initial_off_block_ratio"] for r in mine]
+        assert all(a < b for a, b in zip(initial, initial[1:]))
+        assert [r["absolute_noise"] for r in mine] == pytest.approx([r["relative_noise"] * cfg.init_w for r in mine])
+    # each run kept its own resumable folder, with every block's energy traced
+    trace = (out / "train" / "seed0" / "diag" / "0.001_plain" / "trace.jsonl").read_text().splitlines()
+    assert {"W_tl", "W_tr", "V_bl", "V_br", "test_sin2", "test_readout_norm"} <= set(json.loads(trace[-1]))
+    assert json.loads(trace[-1])["step"] == cfg.diag_steps
+
+
+def test_power_method_report_shows_the_diagnosis(power_run):
+    out, _, record = power_run
+    report = (out / "report.md").read_text()
+    assert "## Diagnosis: training from the structured init plus noise" in report
+    assert report.count("| 0 | 0.001 | 1.000e-04 |") == 2  # one row per loss form
+    probe_note = record["comparisons"][0]["note"]
+    assert "Diagnosis table" in probe_note and probe_note.endswith(record["tables"][0]["note"])
+
+
+def test_diagnosis_finding_names_the_noises_that_grow():
+    def row(noise, form, initial, final, step=None):
+        return {"relative_noise": noise, "loss_form": form, "initial_off_block_ratio": initial,
+                "final_off_block_ratio": final, "off_exceeds_in_step": step}
+
+    rows = [row(0.0, "normalized", 0.0, 0.0), row(1e-3, "normalized", 1e-4, 1e-5), row(1e-2, "normalized", 1e-2, 2.0, 300),
+            row(0.0, "plain", 0.0, 0.0), row(1e-3, "plain", 1e-4, 0.5), row(1e-2, "plain", 1e-2, 3.0, 90)]
+    text = power_method.diagnosis_finding(rows, 500)
+    assert "(500 steps" in text
+    assert "normalized loss the off-block ratio grew at relative noise 0.01 and overtook the in-block energy at " \
+           "0.01 (step 300)" in text
+    assert "plain loss the off-block ratio grew at relative noise 0.001, 0.01 and overtook the in-block energy at " \
+           "0.01 (step 90)" in text
+
+
+def test_block_energies_split_the_matrices():
+    d = 2
+    W, V = np.zeros((4, 4)), np.zeros((4, 4))
+    W[0, 3], V[3, 0], V[0, 0] = 2.0, 1.0, 3.0
+    energy = power_method.block_energies(W, V, d)
+    assert energy == {"W_tl": 0, "W_tr": 4, "W_bl": 0, "W_br": 0, "V_tl": 9, "V_tr": 0, "V_bl": 1, "V_br": 0}
+    assert power_method.block_stats(W, V, d)["off_block_energy_ratio"] == pytest.approx(9 / 5)
 
 
 def test_power_method_resume_matches_uninterrupted(tmp_path):

@@ -2,7 +2,8 @@
 experiment, and a combined ``report.md`` for ``run all``.
 
 results.json holds: name, paper, mode (quick / full / custom), config (``dataclasses.asdict``),
-seeds, metrics, comparisons, figures, versions (python, pynorm, numpy, torch / scipy /
+seeds, metrics, comparisons, figures, tables (optional extra tables of the report: title, note,
+columns and rows, each row a dict keyed by column), versions (python, pynorm, numpy, torch / scipy /
 matplotlib when importable), wall_time_s, started / finished (UTC, ISO 8601), status.
 Non-finite floats are written as null so the file is strict JSON.
 """
@@ -122,12 +123,25 @@ def comparisons_table(comparisons: Iterable[Dict[str, Any]], experiment: Optiona
     return lines
 
 
+def extra_table(table: Dict[str, Any], level: int = 1) -> List[str]:
+    """Markdown of one of an experiment's extra tables: a heading, its note, and a row per
+    dict of ``table["rows"]`` with the cells of ``table["columns"]``."""
+    lines = [f"{'#' * (level + 1)} {table['title']}", ""]
+    if table.get("note"):
+        lines += [table["note"], ""]
+    lines += ["| " + " | ".join(table["columns"]) + " |", "|" + "---|" * len(table["columns"])]
+    lines += ["| " + " | ".join(fmt(row.get(c)) for c in table["columns"]) + " |" for row in table["rows"]]
+    return lines + [""]
+
+
 def _flatten(metrics: Dict[str, Any], prefix: str = "") -> List[tuple]:
     rows = []
     for key, value in metrics.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             rows.extend(_flatten(value, name + "."))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows.append((name, f"[{len(value)} records]"))
         elif isinstance(value, list) and len(value) > 8:
             shown = ", ".join(fmt(v) for v in value[:3]) + ", ..., " + ", ".join(fmt(v) for v in value[-2:])
             rows.append((name, f"[{len(value)} values: {shown}]"))
@@ -149,7 +163,10 @@ def experiment_report(record: Dict[str, Any], figure_prefix: str = "", level: in
         return "\n".join(lines)
     lines += [f"{h}# pynorm vs the paper", ""]
     lines += comparisons_table(record.get("comparisons", [])) if record.get("comparisons") else ["(no comparisons)"]
-    lines += ["", f"{h}# Metrics", "", "| metric | value |", "|---|---|"]
+    lines += [""]
+    for table in record.get("tables", []):
+        lines += extra_table(table, level)
+    lines += [f"{h}# Metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in _flatten(record.get("metrics", {}))]
     if record.get("figures"):
         lines += ["", f"{h}# Figures", ""]
@@ -200,7 +217,7 @@ def run_experiment(name: str, mode: str = "quick", seeds: Optional[Sequence[int]
         "name": name, "paper": module.PAPER, "mode": mode, "status": "ok",
         "config": dataclasses.asdict(cfg), "seeds": list(getattr(cfg, "seeds", ())),
         "metrics": result["metrics"], "comparisons": result["comparisons"], "figures": result["figures"],
-        "versions": versions(), "wall_time_s": wall,
+        "tables": result.get("tables", []), "versions": versions(), "wall_time_s": wall,
         "started": started.isoformat(timespec="seconds"),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

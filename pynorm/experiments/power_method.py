@@ -25,6 +25,14 @@ Choices the paper leaves open (PAPERS.md), and ours:
   lr 0.1 and lr 0.02 alike, in float32 and float64: the structured solution is not
   transversally stable under SGD, which disagrees with Fig. 1 (the paper may have started
   without noise). The probe is shorter than the main run (``probe_steps``).
+* Diagnosis (issue 16): runs of ``diag_steps`` steps from the structured init plus noise of
+  std ``relative * init_w`` for every relative noise in ``diag_noises`` (0, 1e-4, 1e-3, 1e-2;
+  the probe's 0.01 absolute is 0.1 relative), each with both loss forms: the normalised
+  readout (``"normalized"``) and the paper's plain Dist^2 (``"plain"``,
+  ``normalize_readout=False``). Their traces also hold the energy of each d x d block of W and
+  V (:func:`block_energies`), the test sin^2 of the readout's angle and its mean norm, so the
+  ``diagnosis`` table says which blocks grow and when the off-block energy first exceeds the
+  in-block energy.
 * Optimiser: plain SGD, lr 0.1, batch 128, 2,000 epochs (156,200 steps) in full mode, in
   float64. Quick mode: the same lr (a larger lr, 0.5, derails training) with batch 32, 2,000
   steps, float32, 4,000 / 500 samples -- about 1.5-2 minutes on 2 shared cores. The drift
@@ -43,15 +51,16 @@ Choices the paper leaves open (PAPERS.md), and ours:
   test_loss -> power_method_loss only as rho grows, slowly (rho ~ t^{1/2}).
 * Seeds: the seed sets the data, the init noise and the batch order. Quick and full: (0,).
 
-Resuming: checkpoints and traces live in ``<out>/train/seed<k>/{main,probe}/``; rerun the
-same command with the same ``--out`` to continue an interrupted run.
+Resuming: checkpoints and traces live in ``<out>/train/seed<k>/{main,probe}/`` and
+``<out>/train/seed<k>/diag/<relative noise>_<loss form>/``; rerun the same command with the
+same ``--out`` to continue an interrupted run.
 """
 
 from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -79,6 +88,8 @@ class Config:
     init_v: float = 0.1
     probe_noise: float = 0.01     # init noise of the stability probe
     probe_steps: int = 5_000
+    diag_noises: Tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)  # diagnosis: init noise relative to init_w
+    diag_steps: int = 5_000
     dtype: str = "float64"
     n_points: int = 60            # trace points (geometric in the step)
     max_chunk: int = 2_000        # at most this many steps between checkpoints
@@ -87,8 +98,8 @@ class Config:
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(n_train=4_000, n_test=500, steps=2_000, batch_size=32, probe_steps=300, dtype="float32",
-                   n_points=24, max_chunk=1_000, log_every=1)
+        return cls(n_train=4_000, n_test=500, steps=2_000, batch_size=32, probe_steps=300, diag_steps=250,
+                   dtype="float32", n_points=24, max_chunk=1_000, log_every=1)
 
     @classmethod
     def full(cls) -> "Config":
@@ -98,7 +109,7 @@ class Config:
     def tiny(cls) -> "Config":
         """For the tests: seconds."""
         return cls(n=16, loops=4, n_train=512, n_test=128, steps=150, batch_size=32, probe_steps=20,
-                   dtype="float32", n_points=8, max_chunk=0, log_every=1)
+                   diag_steps=20, dtype="float32", n_points=8, max_chunk=0, log_every=1)
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -107,11 +118,26 @@ def weights(model) -> Tuple[np.ndarray, np.ndarray]:
     return (np.array(p["block.attention.W"], dtype=np.float64), np.array(p["block.attention.V"], dtype=np.float64))
 
 
+#: the four d x d blocks of a 2d x 2d matrix: name -> (block row, block column); t/b: top/bottom
+#: rows, l/r: left/right columns. The structured solution lives in W_tr and V_bl.
+BLOCKS = {"tl": (0, 0), "tr": (0, 1), "bl": (1, 0), "br": (1, 1)}
+BLOCK_NAMES = tuple(f"{name}_{block}" for name in "WV" for block in BLOCKS)
+ACTIVE_BLOCKS = ("W_tr", "V_bl")
+
+
+def block_energies(W: np.ndarray, V: np.ndarray, d: int) -> Dict[str, float]:
+    """The energy (sum of squares) of each d x d block of W and V: ``{"W_tl": ..., "V_br": ...}``."""
+    return {f"{name}_{block}": float(np.sum(M[i * d:(i + 1) * d, j * d:(j + 1) * d] ** 2))
+            for name, M in (("W", W), ("V", V)) for block, (i, j) in BLOCKS.items()}
+
+
 def block_stats(W: np.ndarray, V: np.ndarray, d: int) -> Dict[str, float]:
-    """w, v, rho, the off-block energy ratio and how far the active blocks are from c I."""
+    """w, v, rho, the off-block energy ratio (the off-blocks' energy summed, so exactly 0 when
+    they are 0) and how far the active blocks are from c I."""
     bw, bv = W[:d, d:], V[d:, :d]
-    inside = np.sum(bw ** 2) + np.sum(bv ** 2)
-    outside = np.sum(W ** 2) + np.sum(V ** 2) - inside
+    energy = block_energies(W, V, d)
+    inside = sum(energy[b] for b in ACTIVE_BLOCKS)
+    outside = sum(e for b, e in energy.items() if b not in ACTIVE_BLOCKS)
     w, v = float(np.mean(np.diag(bw))), float(np.mean(np.diag(bv)))
     non_identity = (np.sum((bw - w * np.eye(d)) ** 2) + np.sum((bv - v * np.eye(d)) ** 2)) / inside
     return {"w": w, "v": v, "rho": w * v, "off_block_energy_ratio": float(outside / inside),
@@ -133,37 +159,84 @@ def sin2_to(y: np.ndarray, u: np.ndarray) -> np.ndarray:
     return 1.0 - np.sum(y * u, axis=1) ** 2
 
 
-def _build(cfg: Config, seed: int, init_noise: float, steps: int):
+def _build(cfg: Config, seed: int, init_noise: float, steps: int, normalize_readout: bool = True):
     return build_experiment("p1_looped", cfg.dtype, d=cfg.d, n=cfg.n, loops=cfg.loops, init_w=cfg.init_w,
-                            init_v=cfg.init_v, init_noise=init_noise, n_train=cfg.n_train, n_test=cfg.n_test,
-                            seed=seed, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd",
-                            log_every=cfg.log_every, eval_batch_size=2_000)
+                            init_v=cfg.init_v, init_noise=init_noise, normalize_readout=normalize_readout,
+                            n_train=cfg.n_train, n_test=cfg.n_test, seed=seed, steps=steps,
+                            batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", log_every=cfg.log_every,
+                            eval_batch_size=2_000)
+
+
+#: the diagnosis's loss forms -> normalize_readout: sin^2 of the normalised readout, or the
+#: paper's plain Dist^2 of the readout
+LOSS_FORMS = {"normalized": True, "plain": False}
 
 
 def units(cfg: Config):
-    """One unit per seed and run: the main run from the exact init and the stability probe."""
-    return [(seed, part) for seed in cfg.seeds for part in ("main", "probe")]
+    """One unit per seed and run: the main run from the exact init, the stability probe, and
+    one diagnosis run per relative init noise and loss form, ``(seed, "diag", noise, form)``."""
+    return ([(seed, part) for seed in cfg.seeds for part in ("main", "probe")]
+            + [(seed, "diag", noise, form) for seed in cfg.seeds for noise in cfg.diag_noises for form in LOSS_FORMS])
 
 
-def _part(cfg: Config, part: str):
-    """(init noise, steps, trace points, label) of the main run or of the stability probe."""
-    if part == "main":
-        return 0.0, cfg.steps, chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk), "exact init"
-    return (cfg.probe_noise, cfg.probe_steps, chunk_points(cfg.probe_steps, max(cfg.n_points // 2, 4), cfg.max_chunk),
-            f"init + noise {cfg.probe_noise:g}")
+class Part(NamedTuple):
+    """How one unit trains: absolute init noise, loss form, steps, trace points, its folder
+    under ``train/seed<k>/`` and a label for progress bars."""
+
+    noise: float
+    normalize_readout: bool
+    steps: int
+    points: List[int]
+    folder: str
+    label: str
+
+
+def _part(cfg: Config, unit) -> Part:
+    """The :class:`Part` of a unit of :func:`units`."""
+    if unit[1] == "main":
+        return Part(0.0, True, cfg.steps, chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk), "main", "exact init")
+    if unit[1] == "probe":
+        return Part(cfg.probe_noise, True, cfg.probe_steps,
+                    chunk_points(cfg.probe_steps, max(cfg.n_points // 2, 4), cfg.max_chunk), "probe",
+                    f"init + noise {cfg.probe_noise:g}")
+    _, _, relative, form = unit
+    return Part(relative * cfg.init_w, LOSS_FORMS[form], cfg.diag_steps,
+                chunk_points(cfg.diag_steps, cfg.n_points, cfg.max_chunk), f"diag/{relative:g}_{form}",
+                f"diagnosis: relative noise {relative:g}, {form} loss")
+
+
+def readout_sin2(pred: np.ndarray, basis: np.ndarray) -> float:
+    """Mean sin^2 of the readout's angle to the top eigenvector: the normalised loss, which
+    compares the loss forms."""
+    return float(np.mean(sin2_to(pred.astype(np.float64), basis[..., 0].astype(np.float64))))
+
+
+def readout_norm(pred: np.ndarray, basis: np.ndarray) -> float:
+    """Mean norm of the readout (the plain loss can also fall by shrinking it)."""
+    return float(np.mean(np.linalg.norm(pred.astype(np.float64), axis=1)))
+
+
+def _diagnosis_record(trainer, d: int) -> Dict[str, float]:
+    """A diagnosis run's trace record: :func:`block_stats` and :func:`block_energies`."""
+    W, V = weights(trainer.model)
+    return {**block_stats(W, V, d), **block_energies(W, V, d)}
 
 
 def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
-    """Trains one (seed, "main" | "probe") run: its trace and final (W, V); the main run also
-    measures its readout against the power method on the test set."""
-    seed, part = unit
-    noise, steps, points, label = _part(cfg, part)
-    exp, tcfg = _build(cfg, seed, noise, steps)
+    """Trains one unit: its trace and final (W, V); the main run also measures its readout
+    against the power method on the test set; diagnosis runs also trace the energy of every
+    block, :func:`readout_sin2` and :func:`readout_norm`."""
+    seed = unit[0]
+    part = _part(cfg, unit)
+    exp, tcfg = _build(cfg, seed, part.noise, part.steps, part.normalize_readout)
     record = lambda trainer: block_stats(*weights(trainer.model), cfg.d)  # noqa: E731
-    _, trace = train_with_trace(exp, tcfg, out_dir / "train" / f"seed{seed}" / part, points, record, progress,
-                                f"{NAME} seed {seed} ({label})")
+    if unit[1] == "diag":
+        exp.metrics.update(sin2=readout_sin2, readout_norm=readout_norm)
+        record = lambda trainer: _diagnosis_record(trainer, cfg.d)  # noqa: E731
+    _, trace = train_with_trace(exp, tcfg, out_dir / "train" / f"seed{seed}" / part.folder, part.points, record,
+                                progress, f"{NAME} seed {seed} ({part.label})")
     result = {"trace": trace, "weights": weights(exp.model)}
-    if part == "main":
+    if unit[1] == "main":
         test = exp.test
         X, a, u = (test[k].astype(np.float64) for k in ("X", "a", "basis"))
         exp.model.train(False)
@@ -202,11 +275,60 @@ def _seed_metrics(cfg: Config, main: Dict[str, Any], probe: Dict[str, Any]) -> D
     }
 
 
+#: the diagnosis table's columns (keys of :func:`diagnosis_row`)
+DIAGNOSIS_COLUMNS = ("seed", "relative_noise", "absolute_noise", "loss_form", "initial_off_block_ratio",
+                     "final_off_block_ratio", "off_exceeds_in_step", "final_test_loss", "min_test_loss",
+                     "final_sin2", "final_readout_norm", "w", "v", "grows_most", "off_block_growing_most",
+                     "off_block_growth_factor")
+
+
+def diagnosis_row(cfg: Config, unit, trace: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One row of the diagnosis table from a diagnosis run's trace: the off-block energy
+    ratio at init and at the end, the first traced step at which the off-block energy exceeds
+    the in-block energy (None: never), the test loss (of the run's own loss form; final and
+    min), the final sin^2 and readout norm, w and v, the block whose energy grew most, and the
+    off-block block with the largest growth factor (final / initial energy; None without noise)."""
+    seed, _, relative, form = unit
+    first, last = trace[0], trace[-1]
+    gain = {b: last[b] - first[b] for b in BLOCK_NAMES}
+    factor = {b: last[b] / first[b] for b in BLOCK_NAMES if b not in ACTIVE_BLOCKS and first[b] > 0}
+    fastest = max(factor, key=factor.get) if factor else None
+    return {"seed": seed, "relative_noise": relative, "absolute_noise": relative * cfg.init_w, "loss_form": form,
+            "initial_off_block_ratio": first["off_block_energy_ratio"],
+            "final_off_block_ratio": last["off_block_energy_ratio"],
+            "off_exceeds_in_step": next((r["step"] for r in trace if r["off_block_energy_ratio"] > 1), None),
+            "final_test_loss": last["test_loss"], "min_test_loss": min(r["test_loss"] for r in trace),
+            "final_sin2": last["test_sin2"], "final_readout_norm": last["test_readout_norm"],
+            "w": last["w"], "v": last["v"], "grows_most": max(gain, key=gain.get),
+            "off_block_growing_most": fastest, "off_block_growth_factor": factor.get(fastest)}
+
+
+def diagnosis_finding(rows: List[Dict[str, Any]], steps: int) -> str:
+    """One sentence on the diagnosis rows: per loss form, at which relative noises the
+    off-block energy ratio grew during the run and at which the off-block energy overtook the
+    in-block energy (the earliest step)."""
+    parts = []
+    for form in LOSS_FORMS:
+        mine = [r for r in rows if r["loss_form"] == form]
+        grew = sorted({r["relative_noise"] for r in mine if r["final_off_block_ratio"] > r["initial_off_block_ratio"]})
+        crossed: Dict[float, int] = {}
+        for r in mine:
+            if r["off_exceeds_in_step"] is not None:
+                crossed[r["relative_noise"]] = min(crossed.get(r["relative_noise"], r["off_exceeds_in_step"]),
+                                                   r["off_exceeds_in_step"])
+        text = f"with the {form} loss the off-block ratio grew at relative noise "
+        text += ", ".join(f"{x:g}" for x in grew) if grew else "none"
+        text += " and overtook the in-block energy at " + (
+            ", ".join(f"{x:g} (step {step})" for x, step in sorted(crossed.items())) if crossed else "none")
+        parts.append(text)
+    return f"Diagnosis table ({steps} steps from the structured init + relative noise): " + "; ".join(parts) + "."
+
+
 def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     """Estimated seconds of each unit: its steps times a few timed steps of the model at
-    ``cfg``'s settings (the main run and the probe train the same model)."""
+    ``cfg``'s settings (every unit trains the same model)."""
     per_step = seconds_per_step(trainer_step(*_build(cfg, 0, 0.0, cfg.steps)))
-    return {unit: per_step * _part(cfg, unit[1])[1] for unit in units}
+    return {unit: per_step * _part(cfg, unit).steps for unit in units}
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -259,12 +381,40 @@ def _curves(out_dir, runs, cfg):
     return save_figure(fig, out_dir, "power_method_loss.png")
 
 
+def _diagnosis_figure(out_dir, traces: Dict[Tuple, List[Dict[str, Any]]], cfg: Config) -> str:
+    """Off-block energy ratio and test loss against the step, one line per noise (and seed),
+    a row of two panels per loss form."""
+    plt = pyplot()
+    forms = list(LOSS_FORMS)
+    fig, axes = plt.subplots(len(forms), 2, figsize=(12, 4.2 * len(forms)), squeeze=False, constrained_layout=True)
+    for (seed, _, relative, form), trace in traces.items():
+        row = axes[forms.index(form)]
+        steps = [r["step"] for r in trace]
+        ratio = np.array([r["off_block_energy_ratio"] for r in trace])
+        label = f"relative noise {relative:g} (seed {seed})"
+        row[0].plot(steps, np.where(ratio > 0, ratio, np.nan), marker=".",
+                    label=label if ratio.any() else f"{label}: ratio 0, off the log axis")
+        row[1].plot(steps, [r["test_loss"] for r in trace], marker=".", label=label)
+    for row, form in zip(axes, forms):
+        row[0].axhline(1.0, color="k", ls=":", lw=1, label="off-block = in-block")
+        row[0].set(yscale="log", ylabel="off-block / in-block energy", title=f"{form} loss: off-block energy ratio")
+        row[1].set(ylabel=f"test loss ({form})", title=f"{form} loss: test loss")
+        for ax in row:
+            ax.set_xscale("symlog", linthresh=10)
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3, which="both")
+    fig.suptitle(f"Diagnosis: {cfg.diag_steps} steps from the structured init + noise (std = relative noise x init_w)")
+    return save_figure(fig, out_dir, "power_method_diagnosis.png")
+
+
 # -- the experiment -------------------------------------------------------------------------
 run = runner(__name__)
 
 
 def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Path) -> Dict[str, Any]:
-    """Metrics (means over seeds, per seed, traces), figures and comparisons with the paper."""
+    """Metrics (means over seeds, per seed, traces, the diagnosis rows), figures, comparisons
+    with the paper and the diagnosis table."""
     runs = {seed: _seed_metrics(cfg, results[(seed, "main")], results[(seed, "probe")]) for seed in cfg.seeds}
     keys = [k for k in next(iter(runs.values())) if not k.startswith("_")]
     mean = {k: float(np.mean([r[k] for r in runs.values()])) for k in keys}
@@ -275,6 +425,14 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
                         for s, r in runs.items()}
     first = next(iter(runs.values()))
     figures = [_heatmaps(out_dir, *first["_weights"], cfg), _curves(out_dir, runs, cfg)]
+    diagnosis = {unit: result["trace"] for unit, result in results.items() if unit[1] == "diag"}
+    rows = metrics["diagnosis"] = [diagnosis_row(cfg, unit, trace) for unit, trace in diagnosis.items()]
+    finding = diagnosis_finding(rows, cfg.diag_steps) if rows else ""
+    tables = []
+    if rows:
+        figures.append(_diagnosis_figure(out_dir, diagnosis, cfg))
+        tables.append({"title": "Diagnosis: training from the structured init plus noise", "note": finding,
+                       "columns": list(DIAGNOSIS_COLUMNS), "rows": rows})
 
     gap = (mean["test_loss"] - mean["power_method_loss"]) / mean["power_method_loss"]
     start_gap = (mean["initial_test_loss"] - mean["power_method_loss"]) / mean["power_method_loss"]
@@ -282,10 +440,11 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
         comparison("off-block energy / in-block energy (init + noise)", mean["off_block_energy_ratio"],
                    "small (only the predicted blocks significant)",
                    "reproduced" if mean["off_block_energy_ratio"] < 0.05 else "not reproduced",
-                   f"probe from init + N(0,{cfg.probe_noise:g}^2) noise, {cfg.probe_steps} steps: ratio "
-                   f"{mean['probe_initial_off_block_energy_ratio']:.3g} at init; test loss min "
-                   f"{mean['probe_min_test_loss']:.3g}, final {mean['probe_final_test_loss']:.3g}. From the exact "
-                   f"structured init the ratio stays {mean['off_block_energy_ratio_exact_init']:.2g} (invariant set)"),
+                   (f"probe from init + N(0,{cfg.probe_noise:g}^2) noise, {cfg.probe_steps} steps: ratio "
+                    f"{mean['probe_initial_off_block_energy_ratio']:.3g} at init; test loss min "
+                    f"{mean['probe_min_test_loss']:.3g}, final {mean['probe_final_test_loss']:.3g}. From the exact "
+                    f"structured init the ratio stays {mean['off_block_energy_ratio_exact_init']:.2g} (invariant set). "
+                    + finding).strip()),
         comparison("active blocks proportional to I (non-identity energy fraction)",
                    mean["block_non_identity_fraction"], "~0",
                    "reproduced" if mean["block_non_identity_fraction"] < 0.05 else "partial",
@@ -303,4 +462,4 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
                    "reproduced" if gap < 0.1 else "partial" if gap < 0.5 * start_gap else "not reproduced",
                    f"excess over the PM loss {100 * gap:.1f}% (at init {100 * start_gap:.0f}%)"),
     ]
-    return {"metrics": metrics, "comparisons": comparisons, "figures": figures}
+    return {"metrics": metrics, "comparisons": comparisons, "figures": figures, "tables": tables}
