@@ -84,8 +84,9 @@ def test_diagnosis_finding_names_the_noises_that_grow():
         return {"relative_noise": noise, "loss_form": form, "initial_off_block_ratio": initial,
                 "final_off_block_ratio": final, "off_exceeds_in_step": step}
 
-    rows = [row(0.0, "normalized", 0.0, 0.0), row(1e-3, "normalized", 1e-4, 1e-5), row(1e-2, "normalized", 1e-2, 2.0, 300),
-            row(0.0, "plain", 0.0, 0.0), row(1e-3, "plain", 1e-4, 0.5), row(1e-2, "plain", 1e-2, 3.0, 90)]
+    rows = [row(0.0, "normalized", 0.0, 0.0), row(1e-3, "normalized", 1e-4, 1e-5),
+            row(1e-2, "normalized", 1e-2, 2.0, 300), row(0.0, "plain", 0.0, 0.0), row(1e-3, "plain", 1e-4, 0.5),
+            row(1e-2, "plain", 1e-2, 3.0, 90)]
     text = power_method.diagnosis_finding(rows, 500)
     assert "(500 steps" in text
     assert "normalized loss the off-block ratio grew at relative noise 0.01 and overtook the in-block energy at " \
