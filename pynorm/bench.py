@@ -36,6 +36,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 import pynorm
+from pynorm._array import BFLOAT16
 
 NORM_SHAPES = [(16384, 1024), (4096, 4096), (65536, 256), (64, 262144)]
 NORM_OPS = ["layer_norm", "projection", "scaling", "rms_norm", "dyt"]
@@ -68,7 +69,7 @@ class Result:
     pynorm_s: float
     torch_s: Optional[float]
     bound_s: float
-    simd: str = dataclasses.field(default_factory=lambda: pynorm.simd_level())
+    simd: str = dataclasses.field(default_factory=pynorm.simd_level)
 
     @property
     def pynorm_gbs(self) -> float:
@@ -209,11 +210,11 @@ def norm_cases(torch):
 
 
 def storage_dtype(name: str) -> np.dtype:
-    """A NumPy dtype by name; bfloat16 from ml_dtypes."""
+    """A NumPy dtype by name; bfloat16 as pynorm's array layer knows it (from ml_dtypes)."""
     if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
+        if BFLOAT16 is None:
+            raise ValueError("bfloat16 needs ml_dtypes: pip install ml_dtypes")
+        return BFLOAT16
     return np.dtype(name)
 
 

@@ -12,12 +12,12 @@ namespace PYNORM_ISA {
 // Rows longer than this (with weight and bias, or the backward's column partials, beside them
 // more than L1 holds) go kRowsAtOnce at a time, a vector of each in turn, so that those are
 // read once per group from L2, not once per row (with AVX-512 8 rows beat 2 and 4 and matched
-// 16; with AVX2's 16 registers 4 and 8 are alike). Rows of up to kShortRowBytes go kShortRowsAtOnce at a time when the
-// output stays in cache: the backward's column partials then pass from row to row in
-// registers, not through a store and a reload per row (8 rows gained nothing more); streamed,
-// four rows' interleaved outputs are slower. Rows in between go one at a time (grouped, rows
-// 4 KiB apart contend for L1 sets). The figures behind these choices are in the commit
-// messages (benchmarks/cycles/ab.sh).
+// 16; with AVX2's 16 registers 4 and 8 are alike). Rows of up to kShortRowBytes go
+// kShortRowsAtOnce at a time when the output stays in cache: the backward's column partials
+// then pass from row to row in registers, not through a store and a reload per row (8 rows
+// gained nothing more); streamed, four rows' interleaved outputs are slower. Rows in between
+// go one at a time (grouped, rows 4 KiB apart contend for L1 sets). The figures behind these
+// choices are in the commit messages (benchmarks/cycles/ab.sh).
 constexpr int64_t kLongRowBytes = 8192;
 constexpr int kRowsAtOnce = 8;
 constexpr int64_t kShortRowBytes = 1024;

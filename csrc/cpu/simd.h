@@ -499,27 +499,18 @@ template <bool Stream, int R, class T, class F, class Shape = AnyVecs>
 PYNORM_INLINE void write_rows(T* out, int64_t n, F&& value, Shape shape = {}) {
   constexpr int C = std::is_same_v<Shape, AnyVecs> ? kLineVecs<T> : 1;
   constexpr int64_t L = kLanes<acc_t<T>>;
-  auto rows = [&](auto stream) {
-    int64_t i = 0;
-    if constexpr (C > 1) {
-      for (; i + C * L <= n; i += C * L) {
-        auto line = line_values(value, i, L, std::make_integer_sequence<int, C>{});
-        PYNORM_UNROLL for (int j = 0; j < R; ++j)
-          PYNORM_UNROLL for (int c = 0; c < C; ++c) store<decltype(stream)::value>(out + j * n + i + c * L, line.vec[c](j), Full{});
-      }
+  int64_t i0 = 0;  // whole lines first, then the vectors left (and a tail) one at a time
+  if constexpr (C > 1) {
+    for (; i0 + C * L <= n; i0 += C * L) {
+      auto line = line_values(value, i0, L, std::make_integer_sequence<int, C>{});
+      PYNORM_UNROLL for (int j = 0; j < R; ++j)
+        PYNORM_UNROLL for (int c = 0; c < C; ++c) store<Stream>(out + j * n + i0 + c * L, line.vec[c](j), Full{});
     }
-    auto vec = [&](int64_t at, auto k) {
-      auto row = value(at, k);
-      PYNORM_UNROLL for (int j = 0; j < R; ++j) store<decltype(stream)::value>(out + j * n + at, row(j), k);
-    };
-    if constexpr (C > 1) {
-      for (; i + L <= n; i += L) vec(i, Full{});
-      if (i < n) vec(i, int(n - i));
-    } else {
-      for_each_vec<acc_t<T>>(n, vec, shape);
-    }
-  };
-  rows(std::bool_constant<Stream>{});
+  }
+  for_each_vec<acc_t<T>>(n - i0, [&](int64_t at, auto k) {
+    auto row = value(i0 + at, k);
+    PYNORM_UNROLL for (int j = 0; j < R; ++j) store<Stream>(out + j * n + i0 + at, row(j), k);
+  }, shape);
 }
 // write_rows for one row: out[i] = value(i, k).
 template <bool Stream, class T, class F> inline void write_row(T* out, int64_t n, F&& value) {
