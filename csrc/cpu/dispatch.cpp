@@ -3,6 +3,7 @@
 #include "pynorm/dispatch.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <stdexcept>
@@ -60,6 +61,20 @@ const KernelTable* best_table() {
 std::atomic<const KernelTable*> g_table{nullptr};
 std::atomic<int> g_threads{0};
 
+// Fork safety. GNU libgomp's thread pool does not survive fork: the child holds only the
+// forking thread, yet libgomp's state still describes the parent's pool (its idle threads,
+// maybe a lock another thread held), and the child's first parallel region with more than one
+// thread waits forever. Which pools were started before the fork is not knowable (another
+// library may share this libgomp), so a child forked from a process that had loaded pynorm
+// runs every kernel on its calling thread: threads_for gives 1, and parallel_for's one-thread
+// path calls the kernel directly, opening no OpenMP region. Results do not depend on the
+// thread count, so the child's bits are the parent's. The flag is inherited by the child's own
+// children, whose libgomp state is the same. A process started afresh (spawn, forkserver's
+// server) loads pynorm anew and keeps its threads.
+std::atomic<bool> g_forked{false};
+void on_fork_child() { g_forked.store(true, std::memory_order_relaxed); }  // async-signal-safe
+const int g_atfork_registered = pthread_atfork(nullptr, nullptr, &on_fork_child);
+
 }  // namespace
 
 const KernelTable& kernels() {
@@ -101,11 +116,15 @@ void set_simd_level(const std::string& name) {
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
 
 int get_num_threads() {
+  if (forked_child()) return 1;
   const int n = g_threads.load();
   return n > 0 ? n : omp_get_max_threads();
 }
 
+bool forked_child() { return g_forked.load(std::memory_order_relaxed); }
+
 int threads_for(int64_t bytes, int requested) {
+  if (forked_child()) return 1;
   const int n = requested > 0 ? requested : get_num_threads();
   // Below ~128 KiB per thread the cost of waking threads outweighs the work.
   const int64_t useful = bytes / (int64_t(128) << 10);

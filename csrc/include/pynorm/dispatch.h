@@ -35,10 +35,15 @@ std::vector<std::string> supported_simd_levels();  // those this CPU can run
 void set_simd_level(const std::string& name);
 
 // Threads: 0 means "OpenMP's default" (omp_get_max_threads, which threadpoolctl controls).
+// In a process forked from one that had loaded pynorm every kernel runs on one thread
+// (OpenMP's pool does not survive fork; see dispatch.cpp), and get_num_threads says 1.
 void set_num_threads(int n);
 int get_num_threads();
+// Whether this process was forked from one that had loaded pynorm (then it runs serially).
+bool forked_child();
 // The number of threads to use for a kernel touching `bytes` bytes, given a per-call request
-// (<= 0: the global setting). Small problems stay single-threaded.
+// (<= 0: the global setting), read once: the caller keeps it for the whole call. Small
+// problems, and every call in a forked child, stay single-threaded.
 int threads_for(int64_t bytes, int requested);
 
 }  // namespace pynorm
