@@ -1,6 +1,6 @@
 """The ``pynorm`` command line.
 
-    pynorm check <experiment> [--steps N] [--dtype float64|float32] [--set key=value ...]
+    pynorm check <power-method|majority> [--steps N] [--dtype float64|float32] [--set key=value ...]
     pynorm run <experiment|all> [--quick | --full] [--seeds 1 2 3] [--out DIR] [--no-progress]
                [--jobs N | --scheduler HOST:PORT]
     pynorm bench [--ops ...] [--threads N] [--json FILE] [--plot FILE] [--markdown]
@@ -29,7 +29,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
+
+
+#: The modules each command needs beyond NumPy, and the extra of pynorm that installs them.
+#: Checked before any work, so that a missing one is a one-line error, not a traceback after
+#: an hour of training.
+REQUIREMENTS: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "run": (("matplotlib", "scipy", "sklearn", "threadpoolctl", "tqdm"), "experiments"),
+    "check": (("torch",), "test"),
+}
+
+
+def missing_requirements(command: str) -> Optional[str]:
+    """The one-line error for ``command``'s missing optional modules (None if all are there)."""
+    import importlib.util
+
+    modules, extra = REQUIREMENTS.get(command, ((), ""))
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    names = ", ".join({"sklearn": "scikit-learn"}.get(m, m) for m in missing)
+    return f"pynorm {command} needs {names}: pip install \"pynorm[{extra}]\""
 
 
 def _parse_settings(name: str, pairs: List[str]) -> Dict[str, Any]:
@@ -176,12 +197,13 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``pynorm`` command."""
-    from .nn.models import EXPERIMENTS
+    from .nn.models import ALIASES, EXPERIMENTS
 
     parser = _Parser(prog="pynorm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="compare the pynorm.nn trainer with its torch twin, step by step")
-    check.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    check.add_argument("experiment", choices=list(EXPERIMENTS) + sorted(ALIASES),
+                       help=f"one of {', '.join(EXPERIMENTS)} (the names pynorm run takes)")
     check.add_argument("--steps", type=int, default=50, help="training steps (default 50)")
     check.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     check.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -214,6 +236,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         show_config()
         return 0
+    missing = missing_requirements(args.command)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     try:
         return _run(args) if args.command == "run" else _check(args)
     except (ValueError, TypeError) as error:

@@ -7,8 +7,8 @@ nn.MultiheadAttention, ...), not pynorm.nn's twin, so the two are independent.
 import numpy as np
 import pytest
 
+import pynorm
 import pynorm.nn as nn
-from pynorm.nn import _linear_attention_ref
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -139,7 +139,7 @@ def torch_linear_attention(q, k, v, causal, normalize, eps, scale):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("normalize", [False, True])
-def test_linear_attention_reference(rng, causal, normalize):
+def test_linear_attention_kernel_matches_the_twins_formula(rng, causal, normalize):
     kwargs = dict(causal=causal, normalize=normalize, eps=1e-3, scale=0.7)
     q, k = rng.uniform(0.1, 1, (2, 5, 3)), rng.uniform(0.1, 1, (2, 5, 3))  # positive: safe denominators
     v = rng.standard_normal((2, 5, 4))
@@ -147,8 +147,8 @@ def test_linear_attention_reference(rng, causal, normalize):
     out_t = torch_linear_attention(qt, kt, vt, **kwargs)
     dout = rng.standard_normal(out_t.shape)
     out_t.backward(torch.tensor(dout))
-    close(_linear_attention_ref.linear_attention(q, k, v, **kwargs), out_t, "out")
-    for got, t, name in zip(_linear_attention_ref.linear_attention_backward(dout, q, k, v, **kwargs),
+    close(pynorm.linear_attention(q, k, v, **kwargs), out_t, "out")
+    for got, t, name in zip(pynorm.linear_attention_backward(dout, q, k, v, **kwargs),
                             (qt, kt, vt), "qkv"):
         close(got, t.grad, f"d{name}")
 

@@ -31,8 +31,8 @@ def one_thread_each():
 
 # The papers' models with the papers' optimizers; only data size and batch are made small.
 SMALL = {
-    "p1_looped": dict(n_train=256, n_test=32, batch_size=16),
-    "p2_majority": dict(n_sequences=1000, batch_size=32),
+    "power-method": dict(n_train=256, n_test=32, batch_size=16),
+    "majority": dict(n_sequences=1000, batch_size=32),
 }
 
 
@@ -60,25 +60,25 @@ def test_steps_agree_with_twin_float32(name):
     dict(optimizer="adam", lr=0.01, weight_decay=0.01, schedule="linear", min_lr_factor=0.1),
 ])
 def test_optimizers_schedules_clipping_agree_with_twin(settings):
-    overrides = {**SMALL["p2_majority"], "attn_norm": "dyt", **settings}
-    assert_within(compare_with_twin("p2_majority", 8, "float64", **overrides), TOLERANCES["float64"])
+    overrides = {**SMALL["majority"], "attn_norm": "dyt", **settings}
+    assert_within(compare_with_twin("majority", 8, "float64", **overrides), TOLERANCES["float64"])
 
 
 @pytest.mark.parametrize("attn_norm", ["without_projection", "none"])
 def test_p2_norm_variants_agree_with_twin(attn_norm):
-    errors = compare_with_twin("p2_majority", 5, "float64", attn_norm=attn_norm, **SMALL["p2_majority"])
+    errors = compare_with_twin("majority", 5, "float64", attn_norm=attn_norm, **SMALL["majority"])
     assert_within(errors, TOLERANCES["float64"])
 
 
 def test_p1_without_layer_norm_agrees_with_twin():
-    errors = compare_with_twin("p1_looped", 5, "float64", layer_norm=False, init_w=0.02, init_v=0.02,
-                               **SMALL["p1_looped"])
+    errors = compare_with_twin("power-method", 5, "float64", layer_norm=False, init_w=0.02, init_v=0.02,
+                               **SMALL["power-method"])
     assert_within(errors, TOLERANCES["float64"])
 
 
 @pytest.mark.parametrize("name,settings", [
-    ("p1_looped", dict(optimizer="sgd", momentum=0.9)),
-    ("p2_majority", dict(optimizer="adamw", weight_decay=0.1, schedule="cosine", warmup_steps=2)),
+    ("power-method", dict(optimizer="sgd", momentum=0.9)),
+    ("majority", dict(optimizer="adamw", weight_decay=0.1, schedule="cosine", warmup_steps=2)),
 ])
 def test_checkpoint_resume_is_bit_identical(tmp_path, name, settings):
     common = dict(SMALL[name], steps=8, progress=False, log_every=1, eval_every=4, **settings)
@@ -102,7 +102,7 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, name, settings):
 
 
 def test_training_reduces_the_p1_loss():
-    experiment, config = nn.build_experiment("p1_looped", n_train=256, n_test=64, batch_size=32, steps=40,
+    experiment, config = nn.build_experiment("power-method", n_train=256, n_test=64, batch_size=32, steps=40,
                                              progress=False)
     trainer = nn.Trainer(experiment, config)
     before = trainer.evaluate()["test_loss"]
@@ -111,26 +111,51 @@ def test_training_reduces_the_p1_loss():
 
 
 def test_cli_check(capsys, monkeypatch):
-    args = ["check", "p2_majority", "--steps", "2", "--set", "n_sequences=500", "--set", "batch_size=16"]
+    args = ["check", "majority", "--steps", "2", "--set", "n_sequences=500", "--set", "batch_size=16"]
     assert cli.main(args) == 0
     assert "grad:embed.weight" in capsys.readouterr().out
     monkeypatch.setitem(twin_module.TOLERANCES, "float64", 0.0)  # every rounding difference now fails
     assert cli.main(args + ["--set", "optimizer=adam"]) == 1
     assert "FAIL" in capsys.readouterr().out
-    assert cli.main(["check", "p2_majority", "--set", "colour=blue"]) == 2
+    assert cli.main(["check", "majority", "--set", "colour=blue"]) == 2
     assert "unknown setting 'colour'" in capsys.readouterr().err
+
+
+def test_former_experiment_names_still_work(tmp_path):
+    """p1_looped / p2_majority (the names before pynorm check took pynorm run's) are aliases,
+    and a checkpoint written under a former name resumes."""
+    assert nn.build_experiment("p1_looped", n_train=8, n_test=2, batch_size=4)[0].name == "power-method"
+    experiment, config = nn.build_experiment("power-method", n_train=16, n_test=4, batch_size=4, steps=2,
+                                             progress=False, out_dir=str(tmp_path))
+    nn.Trainer(experiment, config).fit()
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    (tmp_path / "checkpoint.json").write_text(json.dumps({**meta, "experiment": "p1_looped"}))
+    assert nn.Trainer.resume(str(tmp_path / "checkpoint")).step == 2
+
+
+@pytest.mark.parametrize("command,module", [("run", "matplotlib"), ("run", "sklearn"), ("check", "torch")])
+def test_missing_optional_dependency_is_one_line_before_any_work(capsys, monkeypatch, command, module):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    argv = [command, "layerwise", "--quick"] if command == "run" else [command, "majority"]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "pip install \"pynorm[" in captured.err
 
 
 @pytest.mark.parametrize("call,error,match", [
     (lambda: nn.build_experiment("p3_vision"), ValueError, "unknown experiment 'p3_vision'"),
-    (lambda: nn.build_experiment("p1_looped", widht=3), ValueError, "unknown setting"),
-    (lambda: nn.build_experiment("p1_looped", optimizer="lion"), ValueError, "unknown optimizer 'lion'"),
-    (lambda: nn.build_experiment("p1_looped", "float16"), ValueError, "dtype must be one of"),
-    (lambda: nn.build_experiment("p2_majority", attn_norm="batchnorm", n_sequences=100), ValueError,
+    (lambda: nn.build_experiment("power-method", widht=3), ValueError, "unknown setting"),
+    (lambda: nn.build_experiment("power-method", optimizer="lion"), ValueError, "unknown optimizer 'lion'"),
+    (lambda: nn.build_experiment("power-method", "float16"), ValueError, "dtype must be one of"),
+    (lambda: nn.build_experiment("majority", attn_norm="batchnorm", n_sequences=100), ValueError,
      "unknown attn_norm 'batchnorm'"),
-    (lambda: nn.build_experiment("p1_looped", schedule="cosine", steps=5, warmup_steps=5), ValueError,
+    (lambda: nn.build_experiment("power-method", schedule="cosine", steps=5, warmup_steps=5), ValueError,
      "warmup_steps < total_steps"),
-    (lambda: nn.Trainer(*nn.build_experiment("p1_looped", n_train=8, n_test=2, batch_size=16)), ValueError,
+    (lambda: nn.Trainer(*nn.build_experiment("power-method", n_train=8, n_test=2, batch_size=16)), ValueError,
      "exceeds the 8 training samples"),
     (lambda: nn.Linear(4, 3).forward(np.zeros((2, 5))), ValueError, "last axis 4"),
     (lambda: nn.Linear(4, 3).forward(np.zeros((2, 4), np.float32)), TypeError, "dtype float32"),
@@ -150,7 +175,7 @@ def test_bad_configurations_raise_clear_errors(call, error, match):
 
 
 def test_resume_refuses_trajectory_changes(tmp_path):
-    experiment, config = nn.build_experiment("p1_looped", **SMALL["p1_looped"], steps=1, progress=False)
+    experiment, config = nn.build_experiment("power-method", **SMALL["power-method"], steps=1, progress=False)
     nn.Trainer(experiment, config).save(str(tmp_path / "ckpt"))
     with pytest.raises(ValueError, match="may change on resume"):
         nn.Trainer.resume(str(tmp_path / "ckpt"), lr=1.0)

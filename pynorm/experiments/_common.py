@@ -15,14 +15,14 @@ import contextlib
 import dataclasses
 import json
 import pathlib
-import shutil
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from pynorm.nn import Trainer, TrainConfig
-from pynorm.nn.models import Experiment
+from pynorm.nn.models import Experiment, canonical_name
+from pynorm.nn.train import single_blas_thread
 
 from ._report import to_jsonable
 
@@ -48,7 +48,7 @@ def _configs_match(meta: Dict[str, Any], experiment: Experiment, config: TrainCo
     for key in RESUMABLE_FIELDS:
         train_now.pop(key, None)
         train_saved.pop(key, None)
-    return (meta.get("experiment") == experiment.name and meta.get("model_config") == model_now
+    return (canonical_name(meta.get("experiment", "")) == canonical_name(experiment.name) and meta.get("model_config") == model_now
             and train_saved == train_now and meta.get("dtype") == experiment.dtype.name)
 
 
@@ -122,11 +122,6 @@ def _write_trace(path: pathlib.Path, trace: Iterable[Dict[str, Any]]) -> None:
 
 
 
-def reset_dir(path: pathlib.Path) -> None:
-    """Removes a run folder (used by tests that need a fresh start)."""
-    shutil.rmtree(path, ignore_errors=True)
-
-
 # -- analysis -----------------------------------------------------------------------------
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of log y against log x (positive entries only; NaN if < 2)."""
@@ -150,11 +145,6 @@ def comparison(name: str, ours: Any, paper: Any, verdict: str, note: str = "") -
     return {"name": name, "ours": ours, "paper": paper, "verdict": verdict, "note": note}
 
 
-def mean_over_seeds(per_seed: Dict[int, Dict[str, Any]], key: str) -> float:
-    values = [r[key] for r in per_seed.values() if r.get(key) is not None]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def pyplot():
     """matplotlib.pyplot with the non-interactive Agg backend."""
     import matplotlib
@@ -174,28 +164,12 @@ def save_figure(fig, out_dir: pathlib.Path, name: str) -> str:
 
 # -- shared by the P2/P3 experiments -------------------------------------------------------
 
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """BLAS and pynorm limited to one thread, for the tiny models' training (their products
-    are tiny; see pynorm.nn.train.single_blas_thread for what BLAS threads cost here)."""
-    import pynorm
-    from pynorm.nn.train import single_blas_thread
-
-    previous = pynorm.get_num_threads()
-    pynorm.set_num_threads(1)
-    try:
-        with single_blas_thread():
-            yield
-    finally:
-        pynorm.set_num_threads(previous)
-
-
 def seconds_per_step(step: Callable[[], Any], timed: int = 3) -> float:
     """Seconds one training step takes here, for run-time estimates: the median of ``timed``
     calls of ``step()`` after a warm-up call, with one pynorm and one BLAS thread, as units
     run (_fanout)."""
     seconds = []
-    with single_threaded_blas():
+    with single_blas_thread(pynorm_threads=1):
         step()
         for _ in range(timed):
             started = time.perf_counter()
@@ -273,12 +247,3 @@ def mean_or_none(values: List) -> object:
     return float(np.mean(values)) if values else None
 
 
-def as_float(value) -> object:
-    """A NumPy scalar as a Python float (None stays None), for JSON."""
-    return None if value is None else float(value)
-
-
-def nested_mean(runs: List[Dict[str, float]]) -> Dict[str, float]:
-    """Key-wise mean of a list of flat dicts."""
-    keys = runs[0].keys() if runs else []
-    return {k: mean_or_none([r[k] for r in runs]) for k in keys}

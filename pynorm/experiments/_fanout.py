@@ -14,7 +14,7 @@ Every experiment module splits its work into units (seeds, variants, grid cells)
 ``module.run(cfg, out_dir, progress)`` is :func:`run_units` with no executor (serial).
 
 Bit-identical results however they ran: every unit runs with one pynorm thread and one BLAS
-thread (:func:`pynorm.experiments._common.single_threaded_blas`), in this process or in a
+thread (:func:`pynorm.nn.train.single_blas_thread`), in this process or in a
 worker, and ``combine`` gets the results in sorted unit order, not in completion order.
 
 Resuming: the process that calls :func:`run_units` appends every finished unit's result to
@@ -40,7 +40,9 @@ import time
 from types import ModuleType
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from ._common import progress_bar, single_threaded_blas
+from pynorm.nn.train import single_blas_thread
+
+from ._common import progress_bar
 from ._report import to_jsonable
 
 UNITS_FILE = "units.pickle"
@@ -70,7 +72,7 @@ def run_unit_alone(module_name: str, cfg, unit: Tuple, out_dir: str, progress: b
     whichever process computes the unit (so it must stay a top-level, importable function)."""
     module = importlib.import_module(module_name)
     started = time.perf_counter()
-    with single_threaded_blas():
+    with single_blas_thread(pynorm_threads=1):
         result = module.run_unit(cfg, unit, pathlib.Path(out_dir), progress)
     return result, time.perf_counter() - started
 

@@ -22,6 +22,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from pynorm.nn.train import single_blas_thread
+
 from . import EXPERIMENTS, VERDICTS, ExperimentUnavailable, load
 
 RESULTS_FILE = "results.json"
@@ -209,7 +211,7 @@ def run_experiment(name: str, mode: str = "quick", seeds: Optional[Sequence[int]
         mode = "custom"
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
-    with _blas_threads(1):
+    with single_blas_thread(pynorm_threads=1):  # the units: many tiny products
         result = run_units(module, cfg, out_dir, progress, pool)
     wall = time.perf_counter() - t0
     _check_result(name, result, out_dir)
@@ -281,19 +283,6 @@ def combined_report(records: Dict[str, Dict[str, Any]]) -> str:
         else:
             lines += [experiment_report(r, figure_prefix=f"{name}/", level=2)]
     return "\n".join(lines)
-
-
-def _blas_threads(limit: int):
-    """Limits BLAS and OpenMP threads while an experiment runs: the experiments work on many
-    tiny matrices, where extra threads on shared cores cost far more than they give (we
-    measured 10x slower steps). A no-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=limit)
 
 
 def _write(path: pathlib.Path, text: str) -> None:

@@ -198,7 +198,7 @@ def _majority_experiment(norm: str, seed: int, cfg: Config, steps: int):
     """P2's majority model with both norms of kind ``norm``, and its training config."""
     from pynorm.nn import build_experiment
 
-    exp, tcfg = build_experiment("p2_majority", cfg.dtype, attn_norm=norm, ffn_norm=norm, seed=seed,
+    exp, tcfg = build_experiment("majority", cfg.dtype, attn_norm=norm, ffn_norm=norm, seed=seed,
                                  n_sequences=cfg.majority_sequences, steps=steps,
                                  batch_size=cfg.majority_batch, lr=1e-3, log_every=0, progress=False)
     exp.test = {k: v[: cfg.majority_eval_sequences] for k, v in exp.test.items()}

@@ -113,10 +113,10 @@ class Config:
 
 
 def _experiment(cfg: Config, variant: str, seed: int, steps: int):
-    """The p2_majority experiment and training config of one (variant, seed)."""
+    """The majority experiment and training config of one (variant, seed)."""
     from pynorm.nn import build_experiment
 
-    exp, tcfg = build_experiment("p2_majority", cfg.dtype, attn_norm=VARIANTS[variant], seed=seed,
+    exp, tcfg = build_experiment("majority", cfg.dtype, attn_norm=VARIANTS[variant], seed=seed,
                                  n_sequences=cfg.n_sequences, steps=steps, batch_size=cfg.batch_size,
                                  lr=cfg.lr, log_every=1, eval_every=0, progress=False)
     if cfg.eval_sequences is not None:
@@ -197,7 +197,7 @@ def _view3d(cfg: Config, bar) -> Dict[str, Any]:
     angle, keys (the LN outputs of the 10 token embeddings) and query directions."""
     from pynorm.nn import Trainer, build_experiment
 
-    exp, tcfg = build_experiment("p2_majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30,
+    exp, tcfg = build_experiment("majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30,
                                  d_model=3, ffn=3, n_sequences=6000, seed=cfg.view3d_seed, steps=cfg.view3d_steps,
                                  batch_size=cfg.view3d_batch, lr=cfg.view3d_lr, log_every=0, progress=False)
     trainer = Trainer(exp, tcfg)
@@ -275,7 +275,7 @@ def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
 
     per_step = seconds_per_step(trainer_step(*_experiment(cfg, cfg.variants[0], 0, cfg.steps)))
     view = seconds_per_step(trainer_step(*build_experiment(
-        "p2_majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30, d_model=3, ffn=3,
+        "majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30, d_model=3, ffn=3,
         n_sequences=6000, steps=cfg.view3d_steps, batch_size=cfg.view3d_batch, progress=False)))
     return {unit: view * cfg.view3d_steps if unit[0] == VIEW3D else per_step * cfg.steps for unit in units}
 

@@ -1,7 +1,7 @@
 """P1, Fig. 1: a looped linear transformer with LN, trained end to end on the principal
 component, learns the power method.
 
-Model and data are pynorm.nn's ``p1_looped`` experiment (:class:`pynorm.nn.LoopedTransformer`,
+Model and data are pynorm.nn's ``power-method`` experiment (:class:`pynorm.nn.LoopedTransformer`,
 :func:`pynorm.nn.power_method_data`, :class:`pynorm.nn.SubspaceDistanceLoss`), trained with
 :class:`pynorm.nn.Trainer`: d = 16, n = 32, L = 10, one block ``E <- LN(E + V E E^T W E)``
 with shared, FULL 2d x 2d matrices W and V (every entry is trained).
@@ -161,7 +161,7 @@ def sin2_to(y: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def _build(cfg: Config, seed: int, init_noise: float, steps: int, normalize_readout: bool = True):
-    return build_experiment("p1_looped", cfg.dtype, d=cfg.d, n=cfg.n, loops=cfg.loops, init_w=cfg.init_w,
+    return build_experiment("power-method", cfg.dtype, d=cfg.d, n=cfg.n, loops=cfg.loops, init_w=cfg.init_w,
                             init_v=cfg.init_v, init_noise=init_noise, normalize_readout=normalize_readout,
                             n_train=cfg.n_train, n_test=cfg.n_test, seed=seed, steps=steps,
                             batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", log_every=cfg.log_every,

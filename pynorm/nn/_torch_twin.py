@@ -126,7 +126,7 @@ class Identity(TwinModule):
 
 
 def linear_attention(q, k, v, *, causal, normalize, eps, scale):
-    """The kernels' contract (see pynorm.nn._linear_attention_ref), with the N x N scores."""
+    """pynorm.linear_attention's contract, with the N x N scores."""
     scores = q @ k.transpose(-1, -2)
     if causal:
         scores = torch.tril(scores)

@@ -10,17 +10,11 @@ import numpy as np
 
 import pynorm as _pynorm
 
-from . import _linear_attention_ref
 from .layers import Linear, _positive_int, _rng
 from .module import Module
 
-# The one switch between the C++ kernel and the NumPy fallback (same signature and contract):
-# pynorm.linear_attention(q, k, v, *, causal, normalize, eps, scale) -> out and
-# pynorm.linear_attention_backward(dout, q, k, v, *, ...) -> (dq, dk, dv). Until the kernel
-# lands in pynorm, the fallback in _linear_attention_ref is used.
-_kernels = _pynorm if hasattr(_pynorm, "linear_attention_backward") else _linear_attention_ref
-linear_attention = _kernels.linear_attention
-linear_attention_backward = _kernels.linear_attention_backward
+linear_attention = _pynorm.linear_attention
+linear_attention_backward = _pynorm.linear_attention_backward
 
 
 def _t(a: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ def benchmark(dtype: str = "float64", threads: int = 2, steps: int = 20, repeats
 
     import pynorm
 
-    experiment, config = build_experiment("p1_looped", dtype, n_train=steps * batch_size, n_test=batch_size,
+    experiment, config = build_experiment("power-method", dtype, n_train=steps * batch_size, n_test=batch_size,
                                           batch_size=batch_size, steps=steps, progress=False)
     trainer = Trainer(experiment, config)
     twin = TorchTwin(trainer)

@@ -1,9 +1,9 @@
 """The two models the trainer builds, their data, and the registry of experiments.
 
-* ``"p1_looped"`` -- P1 (Wu, Zhang, Cao): the looped linear transformer with LN,
+* ``"power-method"`` -- P1 (Wu, Zhang, Cao): the looped linear transformer with LN,
   :class:`LoopedTransformer`, trained on :func:`pynorm.nn.data.power_method_data` with the
   subspace distance.
-* ``"p2_majority"`` -- P2 (Brody, Alon, Yahav): the one-layer pre-norm encoder,
+* ``"majority"`` -- P2 (Brody, Alon, Yahav): the one-layer pre-norm encoder,
   :class:`MajorityTransformer`, trained on the majority task with cross-entropy.
 
 :func:`build_experiment` turns a name and overrides into an :class:`Experiment` (model, loss,
@@ -188,7 +188,7 @@ def _build_looped(cfg: LoopedConfig, dtype: np.dtype) -> Experiment:
                              seed=cfg.seed, dtype=dtype)
     train = {k: v[: cfg.n_train] for k, v in data.items()}
     test = {k: v[cfg.n_train:] for k, v in data.items()}
-    return Experiment("p1_looped", cfg, dtype, model, SubspaceDistanceLoss(cfg.normalize_readout), train,
+    return Experiment("power-method", cfg, dtype, model, SubspaceDistanceLoss(cfg.normalize_readout), train,
                       test, ("X", "a"), "basis")
 
 
@@ -200,7 +200,7 @@ def _build_majority(cfg: MajorityConfig, dtype: np.dtype) -> Experiment:
     train_idx, test_idx = stratified_split(data["labels"][:, 0], cfg.test_fraction, seed=cfg.seed)
     train = {k: v[train_idx] for k, v in data.items()}
     test = {k: v[test_idx] for k, v in data.items()}
-    return Experiment("p2_majority", cfg, dtype, model, CrossEntropyLoss(), train, test, ("tokens",), "labels",
+    return Experiment("majority", cfg, dtype, model, CrossEntropyLoss(), train, test, ("tokens",), "labels",
                       {"accuracy": accuracy})
 
 
@@ -215,8 +215,8 @@ class ExperimentSpec:
 
 #: The experiments by name. Training defaults are the papers' (P2's batch is 6000).
 EXPERIMENTS: Dict[str, ExperimentSpec] = {
-    "p1_looped": ExperimentSpec(LoopedConfig, _build_looped, dict(optimizer="sgd", lr=0.1, batch_size=128)),
-    "p2_majority": ExperimentSpec(MajorityConfig, _build_majority, dict(optimizer="adam", lr=1e-3, batch_size=6000)),
+    "power-method": ExperimentSpec(LoopedConfig, _build_looped, dict(optimizer="sgd", lr=0.1, batch_size=128)),
+    "majority": ExperimentSpec(MajorityConfig, _build_majority, dict(optimizer="adam", lr=1e-3, batch_size=6000)),
 }
 
 
@@ -235,11 +235,20 @@ def split_overrides(name: str, overrides: Dict[str, Any]) -> Tuple[Dict[str, Any
             {k: v for k, v in overrides.items() if k in train_fields})
 
 
+#: Former names, still accepted (checkpoints written under them resume).
+ALIASES: Dict[str, str] = {"p1_looped": "power-method", "p2_majority": "majority"}
+
+
+def canonical_name(name: str) -> str:
+    """``name`` with a former name (:data:`ALIASES`) replaced by the current one."""
+    return ALIASES.get(name, name)
+
+
 def experiment_spec(name: str) -> ExperimentSpec:
     """The registry entry of experiment ``name`` (a clear error for unknown names)."""
-    if name not in EXPERIMENTS:
+    if canonical_name(name) not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
-    return EXPERIMENTS[name]
+    return EXPERIMENTS[canonical_name(name)]
 
 
 def build_experiment(name: str, dtype: Any = "float64", **overrides: Any):
@@ -247,7 +256,7 @@ def build_experiment(name: str, dtype: Any = "float64", **overrides: Any):
     (model/data fields of its config class, or :class:`pynorm.nn.train.TrainConfig` fields).
 
     Example:
-        >>> exp, train_cfg = build_experiment("p1_looped", n_train=256, n_test=64, steps=10)
+        >>> exp, train_cfg = build_experiment("power-method", n_train=256, n_test=64, steps=10)
     """
     from .train import TrainConfig
 

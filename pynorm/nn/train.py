@@ -27,20 +27,30 @@ CHECKPOINT_FORMAT = "pynorm.nn checkpoint v1"
 
 
 @contextlib.contextmanager
-def single_blas_thread():
-    """NumPy's BLAS on one thread for the block (a no-op without threadpoolctl).
+def single_blas_thread(pynorm_threads: Optional[int] = None):
+    """NumPy's BLAS on one thread for the block (without threadpoolctl, BLAS keeps its own
+    count), and pynorm's kernels on ``pynorm_threads`` threads (unchanged if None).
 
     The trainer's matrix products are small (a few thousand rows by 8-64 columns): BLAS
     threads gain nothing there, and OpenBLAS's spinning threads fight pynorm's OpenMP threads
-    for the cores (measured on P1, 2 cores: 4.7 steps/s with 2 BLAS threads, 39 with 1).
+    for the cores. The experiments' units run with ``pynorm_threads=1`` (many tiny models,
+    one per process).
     """
+    import pynorm
+
+    previous = pynorm.get_num_threads()
+    if pynorm_threads is not None:
+        pynorm.set_num_threads(pynorm_threads)
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with the test/bench extras
-        yield
-        return
-    with threadpool_limits(1, user_api="blas"):
-        yield
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with the extras
+            yield
+            return
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        pynorm.set_num_threads(previous)
 
 
 @dataclass
@@ -106,7 +116,7 @@ class Trainer:
     """Trains an :class:`pynorm.nn.models.Experiment` as ``config`` says.
 
     Example:
-        >>> exp, cfg = build_experiment("p1_looped", n_train=512, n_test=128, steps=20, progress=False)
+        >>> exp, cfg = build_experiment("power-method", n_train=512, n_test=128, steps=20, progress=False)
         >>> history = Trainer(exp, cfg).fit()
     """
 

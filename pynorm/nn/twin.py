@@ -20,7 +20,7 @@ from .train import Trainer
 #: float32: rounding is ~6e-8 per operation, and gradients are sums over every position of
 #: the batch (300,000 for P2's batch of 6000 x 50) taken in different orders by pynorm's
 #: kernels, OpenBLAS and torch, then carried forward by training. Measured worst over 50
-#: steps: ~4e-6 for p1_looped, ~3e-4 for p2_majority at batch 6000 (small gradients such as
+#: steps: ~4e-6 for power-method, ~3e-4 for majority at batch 6000 (small gradients such as
 #: biases lose the most digits). 1e-2 leaves ~30x headroom, while a wrong formula or a
 #: missing term gives errors of order 0.1 to 1.
 TOLERANCES = {"float64": 1e-9, "float32": 1e-2}
