@@ -100,7 +100,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(seeds=(11,), steps=1000, report_steps=(250, 500, 1000), eval_every=125, batch_size=100,
+        return cls(seeds=(11, 123), steps=1000, report_steps=(250, 500, 1000), eval_every=125, batch_size=100,
                    n_sequences=20_000, eval_sequences=1000, angle_sequences=128, view3d_steps=600,
                    view3d_batch=200, view3d_lr=1e-2)
 
