@@ -90,10 +90,8 @@ def replace_norms(model: torch.nn.Module) -> Dict[str, torch.nn.Module]:
         raise TypeError(f"pynorm.torch.replace_norms: model must be a torch.nn.Module, got {type(model).__name__}")
     if type(model) in (torch.nn.LayerNorm, torch.nn.RMSNorm):
         raise ValueError("pynorm.torch.replace_norms: model is itself a norm; use pynorm.torch.LayerNorm / RMSNorm directly")
-    replaced = {}
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) in (torch.nn.LayerNorm, torch.nn.RMSNorm):
-                setattr(parent, name, _pynorm_twin(child))
-                replaced[f"{parent_name}.{name}" if parent_name else name] = child
-    return replaced
+    targets = [(name, m) for name, m in model.named_modules(remove_duplicate=False) if type(m) in (torch.nn.LayerNorm, torch.nn.RMSNorm)]
+    for name, module in targets:  # in the model's order
+        parent_name, _, child_name = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child_name, _pynorm_twin(module))
+    return dict(targets)
