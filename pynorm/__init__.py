@@ -12,6 +12,7 @@ was built and, if it cannot run, why).
 from __future__ import annotations
 
 from ._array import cuda_config as _cuda_config
+from ._array import threads_value as _threads_value
 from ._core_loader import core as _load_core
 from .ops import (
     dyt,
@@ -49,13 +50,11 @@ __all__ = [
 
 
 def set_num_threads(n: int | None) -> None:
-    """Sets the number of threads pynorm's kernels use (None or 0: OpenMP's default, which
-    OMP_NUM_THREADS and threadpoolctl control). Small inputs always run on one thread."""
-    if n is None:
-        n = 0
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"pynorm.set_num_threads: n must be a non-negative integer or None, got {n!r}")
-    _load_core().set_num_threads(n)
+    """Sets the number of threads pynorm's kernels use: a positive integer, or None for OpenMP's
+    default (which OMP_NUM_THREADS and threadpoolctl control). 0 and negatives are a ValueError,
+    non-integers a TypeError (the rule of every ``n_threads=``). Small inputs always run on one
+    thread."""
+    _load_core().set_num_threads(_threads_value(n, "n", "pynorm.set_num_threads"))
 
 
 def get_num_threads() -> int:

@@ -1,39 +1,48 @@
-"""Array handling for every public function: the one place where array-likes come in, get
-checked and converted, and where outputs are allocated.
+"""The one call path of every op: array-likes in, checks, one description of the call, a backend.
 
-Conventions (the same for every op):
+An op (pynorm/ops/*.py) is one public function whatever the device. It asks :func:`backend`
+for the side of the call -- the CPU (:data:`CPU`) or, when an argument is a GPU array, a
+:class:`GpuBackend` for that array's library, device and stream -- and runs its checks once
+through the :class:`Backend` methods (``input``, ``like``, ``parameter``, ``row_stats``,
+``output``, ``rows``, ``matrices``). It then calls ``backend.kernels.<kernel>(...)`` with the
+call's description by keyword: pointers (the arrays), strides in elements, sizes, the dtype
+code, parameters and flags, plus ``threads=``. pynorm._core takes that description as it is;
+for pynorm._cuda the GPU backend turns the arrays into device addresses and ``threads=`` into
+``stream=(device, stream)`` (csrc/python/calls.h). docs/call_path.md walks through a call.
 
-* Inputs are array-likes: NumPy arrays, torch CPU tensors (detached, no copy), nested lists.
-* Supported dtypes: float32, float64, float16 and bfloat16 (``ml_dtypes.bfloat16``); the
-  16-bit types are storage only, all arithmetic is float32. Integer, bool or complex *arrays*
-  are refused with a TypeError (convert explicitly: a silent cast would hide a bug); plain
-  Python lists and scalars of integers are read as float64.
+What an op needs from an array library is an :class:`Adapter`: shape (``a.shape``), dtype,
+strides, pointer, device, stream, empty, contiguous copy, astype, copy into. Adapters: NumPy
+(which also reads torch CPU tensors, without a copy, and nested lists), torch CUDA tensors,
+CuPy arrays; any other object with ``__cuda_array_interface__`` or a CUDA ``__dlpack__`` is read
+(zero-copy) by CuPy if installed, else by torch. Neither CuPy nor torch is imported unless the
+caller passes their arrays.
+
+Conventions (the same for every op; docs/call_path.md has the full list):
+
+* dtypes: float32, float64, float16 and bfloat16 (``ml_dtypes.bfloat16``), the 16-bit types
+  storage only. Integer, bool or complex *arrays* are a TypeError (a silent cast would hide a
+  bug); plain Python lists and scalars of integers are read as float64. Any byte order is
+  accepted: non-native arrays are converted (the caller's array is not touched).
 * Parameters (weight, bias) and upstream gradients (dy) are converted to x's dtype.
-* Kernels see [rows, dim] views whose last axis is contiguous; leading axes are flattened
-  (without a copy when NumPy can) and non-contiguous last axes are copied once.
-* Outputs are new C-contiguous NumPy arrays of x's dtype and shape (or ``out=``).
-* Ops on batches of matrices (linear attention) see [problems, rows, dim] views instead:
-  ``as_matrices`` flattens the leading (batch, head) axes, ``matrices_output`` allocates.
-
-GPU arrays (the second half of this file): CuPy arrays, torch CUDA tensors, and any object
-exposing ``__cuda_array_interface__`` or a CUDA ``__dlpack__`` are recognised by
-:func:`is_gpu`; :func:`dispatch` sends a call with any GPU argument to the op's CUDA
-implementation, and :class:`Gpu` does for one such call what the functions above do for NumPy:
-checks (every array on one GPU, no CPU array mixed in), dtype conversion, [rows, dim] views,
-outputs allocated in the caller's library on the array's device, and the caller's current
-stream. Neither CuPy nor torch is imported unless the caller passes their arrays.
+* Outputs are new C-contiguous arrays of x's library, dtype and shape, or ``out=``: any writable
+  array of x's shape and dtype (any byte order, strides, or overlap with x: the result is then
+  computed into a fresh array and copied in).
+* Scalars follow :func:`real`, thread counts :func:`threads_value`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import sys
 import threading
 from typing import Any, Optional, Tuple
 
 import numpy as np
+
+from ._core_loader import core
 
 try:  # bfloat16 is optional: only needed to pass bfloat16 arrays
     import ml_dtypes
@@ -42,180 +51,95 @@ try:  # bfloat16 is optional: only needed to pass bfloat16 arrays
 except ImportError:  # pragma: no cover - exercised only without ml_dtypes
     BFLOAT16 = None
 
-_DTYPE_CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2}
-if BFLOAT16 is not None:
-    _DTYPE_CODES[BFLOAT16] = 3
-
-SUPPORTED_DTYPES = "float32, float64, float16, bfloat16"
+# ------------------------------------------------------------------------------------------
+# dtypes: the table is C++'s (kDTypes in csrc/include/pynorm/common.h, exported as _core.dtypes)
+# ------------------------------------------------------------------------------------------
 
 
-def dtype_code(dtype: np.dtype) -> int:
+def _numpy_dtype(name: str) -> Optional[np.dtype]:
+    return BFLOAT16 if name == "bfloat16" else np.dtype(name)
+
+
+DTYPE_CODES: "dict[np.dtype, int]" = {}
+_ACCUMULATE: "dict[np.dtype, np.dtype]" = {}
+for _name, _code, _itemsize, _accumulate in core().dtypes:
+    _dtype = _numpy_dtype(_name)
+    if _dtype is not None:
+        if _dtype.itemsize != _itemsize:  # pragma: no cover - a broken build
+            raise ImportError(f"pynorm._core says {_name} has {_itemsize} bytes, NumPy says {_dtype.itemsize}")
+        DTYPE_CODES[_dtype] = _code
+        _ACCUMULATE[_dtype] = _numpy_dtype(_accumulate)
+SUPPORTED_DTYPES = ", ".join(name for name, *_ in core().dtypes)
+
+
+def dtype_code(dtype: Any) -> int:
     """The kernel tables' index of a (supported) dtype."""
-    return _DTYPE_CODES[np.dtype(dtype)]
+    return DTYPE_CODES[np.dtype(dtype)]
 
 
-_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
-
-
-def accumulate_dtype(dtype: np.dtype) -> np.dtype:
+def accumulate_dtype(dtype: Any) -> np.dtype:
     """The dtype of statistics and reductions: float64 for float64, float32 otherwise."""
-    return _FLOAT64 if dtype == _FLOAT64 else _FLOAT32
+    return _ACCUMULATE[np.dtype(dtype)]
 
 
-def _from_torch(x: Any, name: str, fn: str) -> np.ndarray:
-    torch = sys.modules["torch"]
-    if x.device.type != "cpu":
-        raise ValueError(f"{fn}: {name} is on device {x.device}; pynorm's kernels here take CPU arrays")
-    x = x.detach()
-    if x.dtype == torch.bfloat16:
-        if BFLOAT16 is None:
-            raise TypeError(f"{fn}: {name} is a bfloat16 tensor; install ml_dtypes to pass bfloat16")
-        return x.view(torch.int16).numpy().view(BFLOAT16)
-    return x.numpy()
+# ------------------------------------------------------------------------------------------
+# Argument rules: one for every scalar, one for every thread count
+# ------------------------------------------------------------------------------------------
 
 
-def _is_torch_tensor(x: Any) -> bool:
-    return "torch" in sys.modules and isinstance(x, sys.modules["torch"].Tensor)
-
-
-def as_array(x: Any, name: str, fn: str) -> np.ndarray:
-    """Any supported array-like as a NumPy array of a supported float dtype (no copy if possible)."""
-    if type(x) is np.ndarray and x.dtype in _DTYPE_CODES:  # the common case, first
-        return x
-    if isinstance(x, (str, bytes)):
-        raise TypeError(f"{fn}: {name} must be an array of floats, got {type(x).__name__}")
-    if _is_torch_tensor(x):
-        arr = _from_torch(x, name, fn)
+def real(value: Any, name: str, fn: str) -> float:
+    """A scalar argument as a float. Accepted: a real number (Python int or float, a NumPy
+    scalar) or an array of any library, on either device, holding exactly one real element.
+    str, bytes, bool, None and complex numbers are a TypeError naming the argument."""
+    kind = type(value)
+    if kind is float or kind is int:  # the common case, first
+        return float(value)
+    if isinstance(value, (bool, np.bool_, str, bytes)) or value is None:
+        raise TypeError(f"{fn}: {name} must be a real number or a one-element array, got {kind.__name__}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if is_gpu(value):
+        adapter = gpu_adapter(value, name, fn)
+        arr = adapter.convert(value, name, fn)
+    elif _is_torch_tensor(value):
+        arr = _from_torch(value, name, fn)
     else:
         try:
-            arr = np.asarray(x)
-        except (ValueError, TypeError) as e:  # ragged lists and the like
-            raise TypeError(f"{fn}: {name} could not be read as an array: {e}") from None
-        if not isinstance(x, np.ndarray) and arr.dtype.kind in "iub":
-            arr = arr.astype(np.float64)  # Python ints in lists/scalars are read as floats
-    if arr.dtype not in _DTYPE_CODES:
-        hint = " (install ml_dtypes for bfloat16)" if arr.dtype.name == "bfloat16" else ""
-        raise TypeError(
-            f"{fn}: {name} has dtype {arr.dtype}; supported dtypes are {SUPPORTED_DTYPES}{hint}. "
-            "Convert it explicitly, e.g. x.astype(np.float32)."
-        )
-    return arr
-
-
-def as_input(x: Any, name: str, fn: str, min_ndim: int = 1) -> np.ndarray:
-    """The main input of a kernel: a float array with at least ``min_ndim`` dimensions."""
-    arr = as_array(x, name, fn)
-    if arr.ndim < min_ndim:
-        raise ValueError(f"{fn}: {name} must have at least {min_ndim} dimension(s), got shape {arr.shape}")
-    return arr
-
-
-def n_rows(arr: np.ndarray) -> int:
-    """The number of rows: the product of the leading axes."""
-    return math.prod(arr.shape[:-1])
-
-
-def as_rows(arr: np.ndarray) -> np.ndarray:
-    """A [rows, dim] view (or copy) of ``arr`` with a contiguous last axis."""
-    rows2d = arr.reshape(n_rows(arr), arr.shape[-1]) if arr.ndim != 2 else arr
-    if arr.shape[-1] > 1 and rows2d.strides[1] != rows2d.itemsize:
-        rows2d = np.ascontiguousarray(rows2d)
-    return rows2d
-
-
-def as_matrices(arr: np.ndarray) -> np.ndarray:
-    """A [problems, rows, dim] view (or copy) of a (..., rows, dim) array with a contiguous last
-    axis: the leading axes (batch, heads) are flattened into one, a 2-d array is one problem."""
-    mats = arr.reshape((math.prod(arr.shape[:-2]),) + arr.shape[-2:]) if arr.ndim != 3 else arr
-    if arr.shape[-1] > 1 and mats.strides[2] != mats.itemsize:
-        mats = np.ascontiguousarray(mats)
-    return mats
-
-
-def matrices_output(batch_shape: Tuple[int, ...], rows: int, dim: int, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
-    """(a new C-contiguous array of shape batch_shape + (rows, dim), its [problems, rows, dim] view)."""
-    result = empty(tuple(batch_shape) + (rows, dim), np.dtype(dtype))
-    return result, result.reshape(math.prod(batch_shape), rows, dim)
-
-
-def same_dtype(arrays: "dict[str, np.ndarray]", fn: str) -> np.dtype:
-    """The common dtype of several main inputs; a TypeError naming them if they differ (a silent
-    cast could lose precision or hide a bug)."""
-    dtypes = {name: arr.dtype for name, arr in arrays.items()}
-    first = next(iter(dtypes.values()))
-    if any(d != first for d in dtypes.values()):
-        listed = ", ".join(f"{name} {d}" for name, d in dtypes.items())
-        raise TypeError(f"{fn}: inputs must share one dtype, got {listed}; convert them explicitly")
-    return first
-
-
-def like(y: Any, x: np.ndarray, name: str, fn: str) -> np.ndarray:
-    """An argument that must have x's shape (e.g. dy), converted to x's dtype."""
-    if type(y) is np.ndarray and y.dtype == x.dtype and y.shape == x.shape:
-        return y  # the common case, first
-    arr = as_array(y, name, fn)
-    if arr.shape != x.shape:
-        raise ValueError(f"{fn}: {name} has shape {arr.shape} but x has shape {x.shape}")
-    return arr.astype(x.dtype, copy=False)
-
-
-def vector(p: Any, length: int, dtype: np.dtype, name: str, fn: str) -> Optional[np.ndarray]:
-    """An optional 1-d parameter of the given length, contiguous, in ``dtype``."""
-    if p is None:
-        return None
-    if type(p) is np.ndarray and p.dtype == dtype and p.shape == (length,) and p.flags.c_contiguous:
-        return p  # the common case, first
-    arr = as_array(p, name, fn)
-    if arr.shape != (length,):
-        raise ValueError(f"{fn}: {name} must have shape ({length},) to match x's last axis, got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=dtype)
-
-
-def row_stats(stat: Any, x: np.ndarray, name: str, fn: str) -> Optional[np.ndarray]:
-    """Saved per-row statistics (mean or rstd): one value per row of x, in the accumulate dtype."""
-    if stat is None:
-        return None
-    if type(stat) is np.ndarray and stat.shape == x.shape[:-1] and stat.dtype == accumulate_dtype(x.dtype) and stat.flags.c_contiguous:
-        return stat if stat.ndim == 1 else stat.reshape(-1)  # the common case (as layer_norm returned it), first
-    arr = as_array(stat, name, fn)
-    if arr.shape != x.shape[:-1] and arr.shape != (n_rows(x),):
-        raise ValueError(f"{fn}: {name} must have shape {x.shape[:-1]} (one value per row), got {arr.shape}")
-    return np.ascontiguousarray(arr.reshape(-1), dtype=accumulate_dtype(x.dtype))
-
-
-def scalar(value: Any, name: str, fn: str) -> float:
-    """A float, a 0-d array or a one-element array (e.g. DyT's alpha) as a Python float."""
-    if type(value) is float:
-        return value
-    if _is_torch_tensor(value):
-        value = value.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: {name} must be a number or a one-element array, got {type(value).__name__}") from None
-    if arr.size != 1:
-        raise ValueError(f"{fn}: {name} must have exactly one element, got shape {arr.shape}")
+            arr = np.asarray(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{fn}: {name} must be a real number or a one-element array, got {kind.__name__}") from None
+        if arr.dtype.kind not in "fiu" and arr.dtype not in DTYPE_CODES:
+            raise TypeError(f"{fn}: {name} must be a real number or a one-element array, got dtype {arr.dtype}")
+    if math.prod(tuple(arr.shape)) != 1:
+        raise ValueError(f"{fn}: {name} must have exactly one element, got shape {tuple(arr.shape)}")
     return float(arr.reshape(()))
 
 
 def eps_value(eps: Any, fn: str) -> float:
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: eps must be a number, got {type(eps).__name__}") from None
+    """eps: a real number (:func:`real`), finite and >= 0."""
+    if type(eps) is float and 0.0 <= eps < math.inf:  # the common case, first
+        return eps
+    value = real(eps, "eps", fn)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{fn}: eps must be finite and >= 0, got {value}")
     return value
 
 
-def threads_value(n_threads: Optional[int], fn: str) -> int:
-    """A per-call thread count for the kernels (0 = the global setting)."""
-    if n_threads is None:
+def threads_value(n: Any, name: str, fn: str) -> int:
+    """A thread count: a positive integer (Python or NumPy) or None, which is returned as 0
+    (the global setting). 0 and negatives are a ValueError, anything else a TypeError."""
+    if n is None:
         return 0
-    if not isinstance(n_threads, (int, np.integer)) or isinstance(n_threads, bool) or n_threads < 1:
-        raise ValueError(f"{fn}: n_threads must be a positive integer or None, got {n_threads!r}")
-    return int(n_threads)
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be a positive integer or None, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"{fn}: {name} must be a positive integer or None, got {n!r}")
+    return int(n)
 
+
+# ------------------------------------------------------------------------------------------
+# Output buffers on the CPU
+# ------------------------------------------------------------------------------------------
 
 ALIGNMENT = 64  # bytes: lets the kernels stream whole vectors to memory from the first element
 CACHED_MIN_BYTES = 1 << 20
@@ -272,8 +196,8 @@ OUTPUT_CACHE = OutputCache(int(float(os.environ.get("PYNORM_OUTPUT_CACHE_MB", "2
 
 
 def empty(shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array; from 1 MiB on, its data starts on a 64-byte boundary
-    and comes from the :class:`OutputCache`."""
+    """An uninitialised C-contiguous NumPy array; from 1 MiB on, its data starts on a 64-byte
+    boundary and comes from the :class:`OutputCache`."""
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < CACHED_MIN_BYTES:  # small outputs are never streamed: plain NumPy
         return np.empty(shape, dtype=dtype)
@@ -282,37 +206,305 @@ def empty(shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
-def output(x: np.ndarray, out: Optional[np.ndarray], fn: str) -> Tuple[np.ndarray, np.ndarray]:
-    """(result with x's shape, its [rows, dim] view) -- a new array, or ``out`` after checks."""
-    if out is None:
-        result = empty(x.shape, x.dtype)
-    else:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"{fn}: out must be a NumPy array, got {type(out).__name__}")
-        if out.shape != x.shape or out.dtype != x.dtype:
-            raise ValueError(f"{fn}: out must have shape {x.shape} and dtype {x.dtype}, got {out.shape} {out.dtype}")
-        if not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError(f"{fn}: out must be a writable C-contiguous array")
-        same_buffer = out.__array_interface__["data"][0] == x.__array_interface__["data"][0] and out.strides == x.strides
-        if np.shares_memory(out, x) and not same_buffer:
-            raise ValueError(f"{fn}: out overlaps x without being x itself (in-place use must pass out=x)")
-        result = out
-    return result, (result if result.ndim == 2 else result.reshape(n_rows(x), x.shape[-1]))
-
-
-
 # ------------------------------------------------------------------------------------------
-# GPU arrays
+# Adapters: what the ops need from one array library
 # ------------------------------------------------------------------------------------------
 
-_GPU_DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+
+def _is_torch_tensor(x: Any) -> bool:
+    return "torch" in sys.modules and isinstance(x, sys.modules["torch"].Tensor)
+
+
+def _from_torch(x: Any, name: str, fn: str) -> np.ndarray:
+    """A torch CPU tensor as a NumPy array sharing its memory."""
+    torch = sys.modules["torch"]
+    if x.device.type != "cpu":
+        raise ValueError(f"{fn}: {name} is on device {x.device}; pass every array on the same device")
+    x = x.detach()
+    if x.dtype == torch.bfloat16:
+        if BFLOAT16 is None:
+            raise TypeError(f"{fn}: {name} is a bfloat16 tensor; install ml_dtypes to pass bfloat16")
+        return x.view(torch.int16).numpy().view(BFLOAT16)
+    return x.numpy()
+
+
+def _unsupported(name: str, fn: str, dtype: Any, hint: str = "") -> TypeError:
+    return TypeError(
+        f"{fn}: {name} has dtype {dtype}; supported dtypes are {SUPPORTED_DTYPES}{hint}. "
+        "Convert it explicitly, e.g. x.astype(np.float32)."
+    )
+
+
+class Adapter:
+    """One array library's primitives. Arrays of every library have ``.shape``, ``.ndim`` and
+    ``.reshape``; the rest goes through these methods. ``convert`` reads an argument as the
+    library's array of a supported dtype in native byte order; ``view`` reads an ``out=``
+    argument without ever copying it."""
+
+    name = "?"
+
+    def owns(self, a: Any) -> bool:
+        raise NotImplementedError
+
+    def convert(self, a: Any, name: str, fn: str) -> Any:
+        raise NotImplementedError
+
+    def view(self, a: Any, name: str, fn: str) -> Any:
+        raise NotImplementedError
+
+    def dtype(self, a: Any) -> np.dtype:
+        return a.dtype
+
+    def strides(self, a: Any) -> Tuple[int, ...]:
+        """Strides in elements."""
+        raise NotImplementedError
+
+    def pointer(self, a: Any) -> Any:
+        """What a pointer argument of the call description holds for ``a``."""
+        raise NotImplementedError
+
+    def address(self, a: Any) -> int:
+        """The address of a's first element."""
+        raise NotImplementedError
+
+    def writable(self, a: Any) -> bool:
+        return True
+
+    def native(self, a: Any) -> bool:
+        """Whether a is stored in the machine's byte order."""
+        return True
+
+    def is_contiguous(self, a: Any) -> bool:
+        return a.flags.c_contiguous
+
+    def device(self, a: Any) -> int:
+        return -1
+
+    def stream(self, device: int) -> int:
+        return 0
+
+    def empty(self, shape: Tuple[int, ...], dtype: np.dtype, device: int) -> Any:
+        raise NotImplementedError
+
+    def contiguous(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    def astype(self, a: Any, dtype: np.dtype) -> Any:
+        return a.astype(dtype)
+
+    def copy_into(self, dst: Any, src: Any) -> None:
+        raise NotImplementedError
+
+
+class NumpyAdapter(Adapter):
+    """NumPy arrays; torch CPU tensors (read as NumPy arrays sharing their memory), nested lists
+    and other array-likes (np.asarray). Outputs are NumPy arrays from the :class:`OutputCache`."""
+
+    name = "numpy"
+
+    def owns(self, a: Any) -> bool:
+        return isinstance(a, np.ndarray)
+
+    def convert(self, a: Any, name: str, fn: str) -> np.ndarray:
+        if type(a) is np.ndarray:
+            arr = a
+        elif isinstance(a, (str, bytes)):
+            raise TypeError(f"{fn}: {name} must be an array of floats, got {type(a).__name__}")
+        elif _is_torch_tensor(a):
+            arr = _from_torch(a, name, fn)
+        else:
+            try:
+                arr = np.asarray(a)
+            except (ValueError, TypeError) as e:  # ragged lists and the like
+                raise TypeError(f"{fn}: {name} could not be read as an array: {e}") from None
+            if not isinstance(a, np.ndarray) and arr.dtype.kind in "iub":
+                arr = arr.astype(np.float64)  # Python ints in lists/scalars are read as floats
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))  # a converted copy: the caller's array is untouched
+        if arr.dtype not in DTYPE_CODES:
+            hint = " (install ml_dtypes for bfloat16)" if arr.dtype.name == "bfloat16" else ""
+            raise _unsupported(name, fn, arr.dtype, hint)
+        return arr
+
+    def view(self, a: Any, name: str, fn: str) -> np.ndarray:
+        if isinstance(a, np.ndarray):
+            return a
+        if _is_torch_tensor(a):
+            return _from_torch(a, name, fn)
+        raise TypeError(f"{fn}: {name} must be a NumPy array (or a torch CPU tensor), got {type(a).__name__}")
+
+    def strides(self, a: np.ndarray) -> Tuple[int, ...]:
+        size, strides = a.itemsize, a.strides
+        if len(strides) == 2:
+            return strides[0] // size, strides[1] // size
+        return tuple(s // size for s in strides)
+
+    def pointer(self, a: np.ndarray) -> np.ndarray:
+        return a  # _core reads the data pointer (and checks the region) itself
+
+    def address(self, a: np.ndarray) -> int:
+        return a.__array_interface__["data"][0]
+
+    def writable(self, a: np.ndarray) -> bool:
+        return a.flags.writeable
+
+    def native(self, a: np.ndarray) -> bool:
+        return a.dtype.isnative
+
+    def empty(self, shape, dtype, device):
+        return empty(tuple(shape), dtype)
+
+    def contiguous(self, a):
+        return np.ascontiguousarray(a)
+
+    def astype(self, a, dtype):
+        return a.astype(dtype, copy=False)
+
+    def copy_into(self, dst, src):
+        np.copyto(dst, src)
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_dtypes() -> "dict[Any, np.dtype]":
+    torch = sys.modules["torch"]
+    table = {getattr(torch, dtype.name): dtype for dtype in DTYPE_CODES if dtype.name != "bfloat16"}
+    if BFLOAT16 is not None:
+        table[torch.bfloat16] = BFLOAT16
+    return table
+
+
+class TorchAdapter(Adapter):
+    """torch CUDA tensors; outputs are torch tensors on the input's device."""
+
+    name = "torch"
+
+    def owns(self, a):
+        return _is_torch_tensor(a) and a.is_cuda
+
+    def available(self) -> bool:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def convert(self, a, name, fn):
+        import torch
+
+        if not isinstance(a, torch.Tensor):  # another library's GPU array, read without a copy
+            a = torch.as_tensor(a, device="cuda") if hasattr(a, "__cuda_array_interface__") else torch.from_dlpack(a)
+        if a.dtype not in _torch_dtypes():
+            raise _unsupported(name, fn, str(a.dtype).replace("torch.", ""))
+        return a
+
+    def view(self, a, name, fn):
+        return a
+
+    def dtype(self, a):
+        return _torch_dtypes()[a.dtype]
+
+    def strides(self, a):
+        return tuple(a.stride())
+
+    def pointer(self, a):
+        return int(a.data_ptr())
+
+    address = pointer
+
+    def is_contiguous(self, a):
+        return a.is_contiguous()
+
+    def device(self, a):
+        return a.device.index if a.device.index is not None else sys.modules["torch"].cuda.current_device()
+
+    def stream(self, device):
+        return int(sys.modules["torch"].cuda.current_stream(device).cuda_stream)
+
+    def _torch_dtype(self, dtype):
+        return next(t for t, d in _torch_dtypes().items() if d == dtype)
+
+    def empty(self, shape, dtype, device):
+        torch = sys.modules["torch"]
+        return torch.empty(tuple(int(s) for s in shape), dtype=self._torch_dtype(dtype), device=f"cuda:{device}")
+
+    def contiguous(self, a):
+        return a.contiguous()
+
+    def astype(self, a, dtype):
+        return a.to(self._torch_dtype(dtype))
+
+    def copy_into(self, dst, src):
+        dst.copy_(src)
+
+
+class CupyAdapter(Adapter):
+    """CuPy arrays; outputs are CuPy arrays on the input's device."""
+
+    name = "cupy"
+
+    def owns(self, a):
+        return "cupy" in sys.modules and isinstance(a, sys.modules["cupy"].ndarray)
+
+    def available(self) -> bool:
+        try:
+            import cupy  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def convert(self, a, name, fn):
+        import cupy
+
+        if not isinstance(a, cupy.ndarray):  # another library's GPU array, read without a copy
+            a = cupy.asarray(a) if hasattr(a, "__cuda_array_interface__") else cupy.from_dlpack(a)
+        if a.dtype not in DTYPE_CODES:
+            raise _unsupported(name, fn, a.dtype)
+        return a
+
+    def view(self, a, name, fn):
+        return a
+
+    def strides(self, a):
+        return tuple(s // a.itemsize for s in a.strides)
+
+    def pointer(self, a):
+        return int(a.data.ptr)
+
+    address = pointer
+
+    def device(self, a):
+        return a.device.id
+
+    def stream(self, device):
+        cupy = sys.modules["cupy"]
+        with cupy.cuda.Device(device):
+            return int(cupy.cuda.get_current_stream().ptr)
+
+    def empty(self, shape, dtype, device):
+        cupy = sys.modules["cupy"]
+        with cupy.cuda.Device(device):
+            return cupy.empty(tuple(int(s) for s in shape), dtype=dtype)
+
+    def contiguous(self, a):
+        return sys.modules["cupy"].ascontiguousarray(a)
+
+    def copy_into(self, dst, src):
+        sys.modules["cupy"].copyto(dst, src)
+
+
+NUMPY, TORCH, CUPY = NumpyAdapter(), TorchAdapter(), CupyAdapter()
+GPU_ADAPTERS = [TORCH, CUPY]  # the libraries whose GPU arrays are recognised by type
+_READERS = (CUPY, TORCH)  # who reads any other GPU array: CuPy if installed, else torch
+
 _DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged (kDLCUDAHost memory is CPU memory)
+# Argument types that are never GPU arrays: the per-call check skips them (it runs on every call).
+_NEVER_GPU = frozenset({np.ndarray, type(None), bool, int, float, str, list, tuple})
 
 
 def is_gpu(x: Any) -> bool:
     """True for a CUDA array: a torch CUDA tensor, a CuPy array, anything with
     ``__cuda_array_interface__`` or whose ``__dlpack_device__`` is a CUDA device."""
-    if type(x) is np.ndarray or x is None or isinstance(x, (int, float, str, bytes, list, tuple)):
+    if type(x) in _NEVER_GPU or isinstance(x, (np.ndarray, np.generic, bytes)):
         return False
     if _is_torch_tensor(x):
         return x.device.type == "cuda"
@@ -327,30 +519,284 @@ def is_gpu(x: Any) -> bool:
     return False
 
 
-# Argument types that are never GPU arrays: the per-call check skips them (it runs on every call).
-_NEVER_GPU = frozenset({np.ndarray, type(None), bool, int, float, str})
+def _describe(x: Any) -> str:
+    t = type(x)
+    name = f"{t.__module__}.{t.__qualname__}" if t.__module__ not in ("builtins",) else t.__qualname__
+    if _is_torch_tensor(x):
+        return f"{name} on {x.device}"
+    return name
 
 
-def dispatch(cuda_impl):
-    """Decorator of a public op: calls ``cuda_impl`` (same signature) when any argument is a
-    GPU array, the decorated CPU implementation otherwise. Mixed CPU/GPU arguments end up in
-    ``cuda_impl``, whose :class:`Gpu` raises the ValueError."""
+def gpu_adapter(a: Any, name: str, fn: str) -> Adapter:
+    """The adapter of a GPU array: its library's, or the reader's for any other GPU array."""
+    for adapter in GPU_ADAPTERS:
+        if adapter.owns(a):
+            return adapter
+    for adapter in _READERS:
+        if adapter.available():
+            return adapter
+    raise TypeError(
+        f"{fn}: {name} is a GPU array ({_describe(a)}); pynorm needs CuPy or torch to read it and allocate the outputs"
+    )
 
-    def decorate(cpu_impl):
-        @functools.wraps(cpu_impl)
-        def op(*args, **kwargs):
-            for a in args:
-                if type(a) not in _NEVER_GPU and is_gpu(a):
-                    return cuda_impl(*args, **kwargs)
-            for a in kwargs.values():
-                if type(a) not in _NEVER_GPU and is_gpu(a):
-                    return cuda_impl(*args, **kwargs)
-            return cpu_impl(*args, **kwargs)
 
-        op.cuda_impl = cuda_impl
-        return op
+# ------------------------------------------------------------------------------------------
+# Backends: one call's side, and the checks every op shares, written once
+# ------------------------------------------------------------------------------------------
 
-    return decorate
+
+class Backend:
+    """Where a call runs: an adapter, the kernels (pynorm._core, or the CUDA module's through
+    :class:`_CudaKernels`), and the checks of every op on top of the adapter's primitives.
+    Errors name the op (``fn``) and the argument."""
+
+    def __init__(self, adapter: Adapter, kernels: Any):
+        self.adapter = adapter
+        self.kernels = kernels
+
+    # --- arguments ----------------------------------------------------------------------------
+    def convert(self, a: Any, name: str, fn: str) -> Any:
+        return self.adapter.convert(a, name, fn)
+
+    def view(self, a: Any, name: str, fn: str) -> Any:
+        return self.adapter.view(a, name, fn)
+
+    def dtype(self, a: Any) -> np.dtype:
+        return self.adapter.dtype(a)
+
+    def code(self, a: Any) -> int:
+        """a's dtype code, for the description."""
+        return DTYPE_CODES[self.adapter.dtype(a)]
+
+    def input(self, a: Any, name: str, fn: str, min_ndim: int = 1) -> Any:
+        """A main input: a float array with at least ``min_ndim`` dimensions."""
+        if type(a) is np.ndarray and a.dtype in DTYPE_CODES and a.ndim >= min_ndim:
+            return a  # the common case, first
+        arr = self.convert(a, name, fn)
+        if arr.ndim < min_ndim:
+            raise ValueError(f"{fn}: {name} must have at least {min_ndim} dimension(s), got shape {tuple(arr.shape)}")
+        return arr
+
+    def same_dtype(self, arrays: "dict[str, Any]", fn: str) -> np.dtype:
+        """The common dtype of several main inputs; a TypeError naming them if they differ (a
+        silent cast could lose precision or hide a bug)."""
+        dtypes = {name: self.adapter.dtype(arr) for name, arr in arrays.items()}
+        first = next(iter(dtypes.values()))
+        if any(d != first for d in dtypes.values()):
+            listed = ", ".join(f"{name} {d}" for name, d in dtypes.items())
+            raise TypeError(f"{fn}: inputs must share one dtype, got {listed}; convert them explicitly")
+        return first
+
+    def cast(self, a: Any, dtype: np.dtype) -> Any:
+        return a if self.adapter.dtype(a) == dtype else self.adapter.astype(a, dtype)
+
+    def contiguous(self, a: Any) -> Any:
+        return a if self.adapter.is_contiguous(a) else self.adapter.contiguous(a)
+
+    def like(self, a: Any, x: Any, name: str, fn: str) -> Any:
+        """An argument that must have x's shape (e.g. dy), converted to x's dtype."""
+        if type(a) is np.ndarray and a.dtype == x.dtype and a.shape == x.shape:
+            return a  # the common case, first
+        arr = self.convert(a, name, fn)
+        if tuple(arr.shape) != tuple(x.shape):
+            raise ValueError(f"{fn}: {name} has shape {tuple(arr.shape)} but x has shape {tuple(x.shape)}")
+        return self.cast(arr, self.adapter.dtype(x))
+
+    def parameter(self, p: Any, shape: Tuple[int, ...], dtype: np.dtype, name: str, fn: str) -> Any:
+        """An optional parameter of the given shape (weight, bias: (dim,)), contiguous, in ``dtype``."""
+        if p is None:
+            return None
+        if type(p) is np.ndarray and p.dtype == dtype and p.shape == shape and p.flags.c_contiguous:
+            return p  # the common case, first
+        arr = self.convert(p, name, fn)
+        if tuple(arr.shape) != shape:
+            raise ValueError(f"{fn}: {name} must have shape {shape} to match x's last axis, got {tuple(arr.shape)}")
+        return self.contiguous(self.cast(arr, dtype))
+
+    def row_stats(self, stat: Any, x: Any, name: str, fn: str) -> Any:
+        """Saved per-row statistics (mean or rstd): one value per row of x, contiguous, in the
+        accumulate dtype, as a 1-d array."""
+        if stat is None:
+            return None
+        dtype = _ACCUMULATE[self.adapter.dtype(x)]
+        rows_shape = tuple(x.shape[:-1])
+        if type(stat) is np.ndarray and stat.dtype == dtype and stat.shape == rows_shape and stat.flags.c_contiguous:
+            return stat if stat.ndim == 1 else stat.reshape(-1)  # the common case (as layer_norm returned it), first
+        arr = self.convert(stat, name, fn)
+        if tuple(arr.shape) != rows_shape and tuple(arr.shape) != (math.prod(rows_shape),):
+            raise ValueError(f"{fn}: {name} must have shape {rows_shape} (one value per row), got {tuple(arr.shape)}")
+        return self.contiguous(self.cast(arr.reshape(-1), dtype))
+
+    # --- what the kernels see -----------------------------------------------------------------
+    def rows(self, a: Any) -> Tuple[Any, int]:
+        """(a as [rows, dim] with a contiguous last axis -- a view when the leading axes allow,
+        else a copy --, its row stride in elements)."""
+        if type(a) is np.ndarray and a.ndim == 2 and (a.strides[1] == a.itemsize or a.shape[1] <= 1):
+            return a, a.strides[0] // a.itemsize  # the common case, first
+        shape = a.shape
+        rows2d = a if a.ndim == 2 else a.reshape(math.prod(shape[:-1]), shape[-1])
+        strides = self.adapter.strides(rows2d)
+        if shape[-1] > 1 and strides[1] != 1:
+            rows2d = self.adapter.contiguous(rows2d)
+            strides = self.adapter.strides(rows2d)
+        return rows2d, strides[0]
+
+    def matrices(self, a: Any) -> Tuple[Any, Tuple[int, int]]:
+        """(a (..., n, d) array as [problems, n, d] with a contiguous last axis, its (problem,
+        row) strides in elements); 2-d arrays are one problem."""
+        shape = a.shape
+        mats = a if a.ndim == 3 else a.reshape(math.prod(shape[:-2]), shape[-2], shape[-1])
+        strides = self.adapter.strides(mats)
+        if shape[-1] > 1 and strides[2] != 1:
+            mats = self.adapter.contiguous(mats)
+            strides = self.adapter.strides(mats)
+        return mats, (strides[0], strides[1])
+
+    def empty(self, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
+        """A new C-contiguous array in the call's library, on its device."""
+        return self.adapter.empty(shape, dtype, -1)
+
+    def output(self, x: Any, out: Any, fn: str) -> Tuple[Any, Any, Any]:
+        """(y, y as [rows, dim], copy_to) for a result of x's shape and dtype: y is what the kernel
+        writes -- ``out`` itself when it is C-contiguous in native byte order and does not
+        partly overlap x, else a new array that :meth:`deliver` copies into ``out`` (copy_to)."""
+        dtype, copy_to = self.adapter.dtype(x), None
+        if out is None:
+            y = self.empty(x.shape, dtype)
+            return y, (y if y.ndim == 2 else y.reshape(math.prod(x.shape[:-1]), x.shape[-1])), None
+        else:
+            target = self.view(out, "out", fn)
+            target_dtype = self.adapter.dtype(target)
+            if tuple(target.shape) != tuple(x.shape) or target_dtype.newbyteorder("=") != dtype:
+                raise ValueError(
+                    f"{fn}: out must have shape {tuple(x.shape)} and dtype {dtype}, got {tuple(target.shape)} {target_dtype}"
+                )
+            if not self.adapter.writable(target):
+                raise ValueError(f"{fn}: out is read-only; pass a writable array")
+            if self.adapter.is_contiguous(target) and self.adapter.native(target) and not self._partly_overlaps(target, x):
+                y = target
+            else:
+                y, copy_to = self.empty(x.shape, dtype), target
+        return y, (y if y.ndim == 2 else y.reshape(math.prod(x.shape[:-1]), x.shape[-1])), copy_to
+
+    def deliver(self, y: Any, copy_to: Any, out: Any) -> Any:
+        """The op's result: y, or ``out`` once y is copied into it when :meth:`output` said so."""
+        if copy_to is not None:
+            self.adapter.copy_into(copy_to, y)
+        return y if out is None else out
+
+    def _bounds(self, a: Any) -> Tuple[int, int]:
+        """The addresses [first byte, last byte + 1) of a's elements."""
+        lo = hi = self.adapter.address(a)
+        itemsize = self.adapter.dtype(a).itemsize
+        for n, stride in zip(a.shape, self.adapter.strides(a)):
+            if n == 0:
+                return lo, lo
+            extent = (n - 1) * stride * itemsize
+            lo, hi = (lo + extent, hi) if extent < 0 else (lo, hi + extent)
+        return lo, hi + itemsize
+
+    def _partly_overlaps(self, out: Any, x: Any) -> bool:
+        """Whether out shares memory with x without being x itself (in-place use is out=x)."""
+        (out_lo, out_hi), (x_lo, x_hi) = self._bounds(out), self._bounds(x)
+        if out_hi <= x_lo or x_hi <= out_lo:
+            return False
+        return not (out_lo == x_lo and self.adapter.strides(out) == self.adapter.strides(x))
+
+
+class GpuBackend(Backend):
+    """A call on GPU arrays: every array argument must be of the first one's library and on its
+    device; outputs are allocated there and the kernels run on the library's current stream."""
+
+    def __init__(self, adapter: Adapter, module: Any, fn: str, first: Tuple[str, Any]):
+        super().__init__(adapter, _CudaKernels(module, self, fn))
+        self.first_name, self.first = first
+        self.device: Optional[int] = None
+
+    def convert(self, a, name, fn):
+        return self._checked(self.adapter.convert(a, name, fn), name, fn)
+
+    def view(self, a, name, fn):
+        return self._checked(self.adapter.view(a, name, fn), name, fn)
+
+    def _checked(self, a, name, fn):
+        if not self.adapter.owns(a):
+            raise ValueError(f"{fn}: {name} is a {_describe(a)} but {self.first_name} is a {_describe(self.first)}; use one library")
+        device = self.adapter.device(a)
+        if self.device is None:
+            self.device = device
+        elif device != self.device:
+            raise ValueError(f"{fn}: {name} is on GPU {device} but {self.first_name} is on GPU {self.device}")
+        return a
+
+    def empty(self, shape, dtype):
+        return self.adapter.empty(shape, dtype, self.device)
+
+
+_PLAIN = frozenset({type(None), int, float, bool, tuple})
+
+
+class _CudaKernels:
+    """The CUDA module's kernels taking a call description: arrays become device addresses,
+    ``threads=`` (meaningless on a GPU) becomes ``stream=(device, stream)``."""
+
+    def __init__(self, module: Any, backend: GpuBackend, fn: str):
+        self.module, self.backend, self.fn = module, backend, fn
+
+    def __getattr__(self, kernel: str):
+        launch = getattr(self.module, kernel, None)
+        if launch is None:
+            raise TypeError(f"{self.fn} has no CUDA kernel: pass CPU (NumPy) arrays")
+        backend = self.backend
+
+        def run(*, threads: int, **description):
+            pointer = backend.adapter.pointer
+            description = {k: v if type(v) in _PLAIN else pointer(v) for k, v in description.items()}
+            launch(**description, stream=(backend.device, backend.adapter.stream(backend.device)))
+
+        return run
+
+
+class CpuBackend(Backend):
+    """The CPU: NumPy arrays, pynorm._core's kernels, outputs from the :class:`OutputCache`."""
+
+    empty = staticmethod(empty)
+
+
+CPU = CpuBackend(NUMPY, core())
+
+
+def backend(fn: str, names: Tuple[str, ...], arrays: Tuple[Any, ...], scalars: Tuple[Any, ...] = ()) -> Backend:
+    """The side of a call: :data:`CPU`, or a :class:`GpuBackend` when an array argument is a GPU
+    array -- after checking that every array argument is (a ValueError otherwise) and that the
+    CUDA module can run (a RuntimeError saying why not). ``scalars``: the scalar arguments that
+    may be one-element arrays (a GPU one with CPU arrays is a ValueError)."""
+    for a in arrays:
+        if type(a) not in _NEVER_GPU and is_gpu(a):
+            return _gpu_backend(fn, names, arrays)
+    for a in scalars:
+        if type(a) not in _NEVER_GPU and is_gpu(a):
+            raise ValueError(f"{fn}: a GPU scalar was passed with CPU arrays; pass every array on the same device")
+    return CPU
+
+
+def _gpu_backend(fn: str, names: Tuple[str, ...], arrays: Tuple[Any, ...]) -> GpuBackend:
+    present = [(name, a) for name, a in zip(names, arrays) if a is not None]
+    gpu_name, gpu_array = next((name, a) for name, a in present if is_gpu(a))
+    on_cpu = [name for name, a in present if not is_gpu(a)]
+    if on_cpu:
+        other = dict(present)[on_cpu[0]]
+        raise ValueError(
+            f"{fn}: {gpu_name} is a GPU array ({_describe(gpu_array)}) but {on_cpu[0]} is not ({_describe(other)}); "
+            "pass every array on the same device"
+        )
+    module = cuda_module(fn)
+    return GpuBackend(gpu_adapter(present[0][1], present[0][0], fn), module, fn, present[0])
+
+
+# ------------------------------------------------------------------------------------------
+# The CUDA module
+# ------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=None)
@@ -385,237 +831,3 @@ def cuda_module(fn: str):
     if module is None or reason:
         raise RuntimeError(f"{fn}: CUDA unavailable: {reason}")
     return module
-
-
-def _describe(x: Any) -> str:
-    t = type(x)
-    name = f"{t.__module__}.{t.__qualname__}" if t.__module__ not in ("builtins",) else t.__qualname__
-    if _is_torch_tensor(x):
-        return f"{name} on {x.device}"
-    return name
-
-
-def _library(x: Any) -> str:
-    if _is_torch_tensor(x):
-        return "torch"
-    if "cupy" in sys.modules and isinstance(x, sys.modules["cupy"].ndarray):
-        return "cupy"
-    return "other"
-
-
-def _device_of(x: Any) -> int:
-    if _is_torch_tensor(x):
-        return x.device.index if x.device.index is not None else 0
-    if _library(x) == "cupy":
-        return x.device.id
-    return -1
-
-
-def _to_library(x: Any, name: str, fn: str) -> Any:
-    """A GPU array-like as a torch CUDA tensor or a CuPy array (zero-copy), so that outputs can
-    be allocated in a library: CuPy if installed, else torch."""
-    if _library(x) != "other":
-        return x
-    try:
-        import cupy
-
-        return cupy.asarray(x) if hasattr(x, "__cuda_array_interface__") else cupy.from_dlpack(x)
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        if hasattr(x, "__cuda_array_interface__"):
-            return torch.as_tensor(x, device="cuda")
-        return torch.from_dlpack(x)
-    except ImportError:
-        raise TypeError(
-            f"{fn}: {name} is a GPU array ({_describe(x)}); pynorm needs CuPy or torch to read it and "
-            "allocate the outputs"
-        ) from None
-
-
-def _dtype_name(a: Any) -> str:
-    if _library(a) == "torch":
-        return str(a.dtype).replace("torch.", "")
-    return np.dtype(a.dtype).name
-
-
-class Gpu:
-    """One call on GPU arrays: created from the call's array arguments (None is skipped),
-    it checks that they are all GPU arrays on one device, loads the CUDA module (raising
-    "CUDA unavailable: ..." when it cannot run), and knows the library, device and stream that
-    the outputs and the kernels use (those of the first array, x)."""
-
-    def __init__(self, fn: str, arrays: dict):
-        self.fn = fn
-        present = {k: v for k, v in arrays.items() if v is not None}
-        on_cpu = [k for k, v in present.items() if not is_gpu(v)]
-        if len(on_cpu) == len(present):  # the GPU argument was a scalar one (e.g. alpha)
-            raise ValueError(
-                f"{fn}: a GPU scalar was passed with CPU arrays ({', '.join(on_cpu)}); pass every array on the "
-                "same device"
-            )
-        if on_cpu:
-            gpu_name = next(k for k in present if k not in on_cpu)
-            raise ValueError(
-                f"{fn}: {gpu_name} is a GPU array ({_describe(present[gpu_name])}) but {on_cpu[0]} is not "
-                f"({_describe(present[on_cpu[0]])}); pass every array on the same device"
-            )
-        self.module = cuda_module(fn)
-        first = next(iter(present))
-        self.reference = _to_library(present[first], first, fn)
-        self.lib = _library(self.reference)
-        self.device = _device_of(self.reference)
-        for k, v in present.items():
-            v = _to_library(v, k, fn)
-            if _library(v) != self.lib:
-                raise ValueError(f"{fn}: {k} is a {_describe(v)} but {first} is a {_describe(self.reference)}; use one library")
-            if _device_of(v) != self.device:
-                raise ValueError(f"{fn}: {k} is on GPU {_device_of(v)} but {first} is on GPU {self.device}")
-        self.stream = self._stream()
-
-    def _stream(self) -> int:
-        if self.lib == "torch":
-            torch = sys.modules["torch"]
-            return int(torch.cuda.current_stream(self.device).cuda_stream)
-        cupy = sys.modules["cupy"]
-        with cupy.cuda.Device(self.device):
-            return int(cupy.cuda.get_current_stream().ptr)
-
-    # --- inputs ---------------------------------------------------------------------------
-    def input(self, x: Any, name: str, min_ndim: int = 1) -> Any:
-        """A GPU array of a supported dtype with at least ``min_ndim`` dimensions."""
-        x = _to_library(x, name, self.fn)
-        dtype = _dtype_name(x)
-        if dtype not in _GPU_DTYPE_CODES:
-            raise TypeError(
-                f"{self.fn}: {name} has dtype {dtype}; supported dtypes are {SUPPORTED_DTYPES}. Convert it explicitly."
-            )
-        if x.ndim < min_ndim:
-            raise ValueError(f"{self.fn}: {name} must have at least {min_ndim} dimension(s), got shape {tuple(x.shape)}")
-        return x
-
-    def astype(self, a: Any, dtype: str) -> Any:
-        if _dtype_name(a) == dtype:
-            return a
-        if self.lib == "torch":
-            return a.to(getattr(sys.modules["torch"], dtype))
-        return a.astype(dtype)
-
-    def like(self, y: Any, x: Any, name: str) -> Any:
-        """An argument with x's shape (e.g. dy), in x's dtype."""
-        y = self.input(y, name, 0)
-        if tuple(y.shape) != tuple(x.shape):
-            raise ValueError(f"{self.fn}: {name} has shape {tuple(y.shape)} but x has shape {tuple(x.shape)}")
-        return self.astype(y, _dtype_name(x))
-
-    def _contiguous(self, a: Any) -> Any:
-        if self.lib == "torch":
-            return a.contiguous()
-        return sys.modules["cupy"].ascontiguousarray(a)
-
-    def vector(self, p: Any, length: int, x: Any, name: str) -> Any:
-        """An optional (length,) parameter, contiguous, in x's dtype."""
-        if p is None:
-            return None
-        p = self.input(p, name, 0)
-        if tuple(p.shape) != (length,):
-            raise ValueError(f"{self.fn}: {name} must have shape ({length},) to match x's last axis, got {tuple(p.shape)}")
-        return self._contiguous(self.astype(p, _dtype_name(x)))
-
-    def row_stats(self, stat: Any, x: Any, name: str) -> Any:
-        """Saved per-row statistics: one value per row, contiguous, in the accumulate dtype."""
-        if stat is None:
-            return None
-        stat = self.input(stat, name, 0)
-        rows = math.prod(tuple(x.shape)[:-1])
-        if tuple(stat.shape) != tuple(x.shape)[:-1] and tuple(stat.shape) != (rows,):
-            raise ValueError(
-                f"{self.fn}: {name} must have shape {tuple(x.shape)[:-1]} (one value per row), got {tuple(stat.shape)}"
-            )
-        return self._contiguous(self.astype(stat.reshape(-1), self.accumulate_dtype(x)))
-
-    def scalar(self, value: Any, name: str) -> float:
-        """A number or a one-element array (on either device) as a float."""
-        if is_gpu(value):
-            value = _to_library(value, name, self.fn)
-            if math.prod(tuple(value.shape)) != 1:
-                raise ValueError(f"{self.fn}: {name} must have exactly one element, got shape {tuple(value.shape)}")
-            return float(value.reshape(-1)[0].item())
-        return scalar(value, name, self.fn)
-
-    # --- views the kernels take -------------------------------------------------------------
-    def matrices(self, a: Any) -> Tuple[Any, int, int]:
-        """(array kept alive, problem stride, row stride) in elements for a (..., n, d) array seen
-        as [problems, n, d] with a contiguous last axis (copied when the leading axes do not
-        collapse into one stride)."""
-        shape = tuple(a.shape)
-        n, d = shape[-2], shape[-1]
-        mats = a.reshape((math.prod(shape[:-2]), n, d))
-        strides = self.strides(mats)
-        if d > 1 and strides[2] != 1:
-            mats = self._contiguous(mats)
-            strides = self.strides(mats)
-        return mats, strides[0], strides[1]
-
-    def rows(self, a: Any) -> Tuple[Any, int]:
-        """(array kept alive, row stride in elements) of ``a`` as [rows, dim], last axis contiguous."""
-        shape = tuple(a.shape)
-        rows2d = a.reshape((math.prod(shape[:-1]), shape[-1]))
-        strides = self.strides(rows2d)
-        if shape[-1] > 1 and strides[1] != 1:
-            rows2d = self._contiguous(rows2d)
-            strides = self.strides(rows2d)
-        return rows2d, strides[0]
-
-    def strides(self, a: Any) -> Tuple[int, ...]:
-        if self.lib == "torch":
-            return tuple(a.stride())
-        return tuple(s // a.itemsize for s in a.strides)
-
-    @staticmethod
-    def ptr(a: Any) -> int:
-        """The device address of a (0 for None)."""
-        if a is None:
-            return 0
-        if _library(a) == "torch":
-            return int(a.data_ptr())
-        return int(a.data.ptr)
-
-    @staticmethod
-    def dtype(a: Any) -> str:
-        """The dtype's name: float32, float64, float16 or bfloat16."""
-        return _dtype_name(a)
-
-    def dtype_code(self, a: Any) -> int:
-        return _GPU_DTYPE_CODES[_dtype_name(a)]
-
-    @staticmethod
-    def accumulate_dtype(a: Any) -> str:
-        return "float64" if _dtype_name(a) == "float64" else "float32"
-
-    # --- outputs ----------------------------------------------------------------------------
-    def empty(self, shape: Tuple[int, ...], dtype: str) -> Any:
-        """A new C-contiguous array in the caller's library, on the call's device."""
-        shape = tuple(int(s) for s in shape)
-        if self.lib == "torch":
-            torch = sys.modules["torch"]
-            return torch.empty(shape, dtype=getattr(torch, dtype), device=f"cuda:{self.device}")
-        cupy = sys.modules["cupy"]
-        with cupy.cuda.Device(self.device):
-            return cupy.empty(shape, dtype=dtype)
-
-    def output(self, x: Any, out: Any) -> Any:
-        """A new array of x's shape and dtype, or ``out`` after checks."""
-        if out is None:
-            return self.empty(tuple(x.shape), _dtype_name(x))
-        if tuple(out.shape) != tuple(x.shape) or _dtype_name(out) != _dtype_name(x):
-            raise ValueError(
-                f"{self.fn}: out must have shape {tuple(x.shape)} and dtype {_dtype_name(x)}, "
-                f"got {tuple(out.shape)} {_dtype_name(out)}"
-            )
-        contiguous = out.is_contiguous() if self.lib == "torch" else out.flags.c_contiguous
-        if not contiguous:
-            raise ValueError(f"{self.fn}: out must be C-contiguous")
-        return out

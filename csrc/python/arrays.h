@@ -1,110 +1,83 @@
-// Raw views of the arrays pynorm/_array.py prepared. Python has already checked shapes and
-// converted dtypes and made user-facing errors; these checks guard the C++ boundary itself
-// (a wrong call into _core raises, never reads out of bounds).
+// The CPU backend of the call descriptions (calls.h): pointer arguments are NumPy arrays.
+// Python has already checked shapes, converted dtypes and made the user-facing errors; these
+// checks guard the C++ boundary itself: a wrong call into _core raises, and never makes a
+// kernel read or write outside the arrays it was given.
 #pragma once
 #include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <string>
 
-#include "pynorm/common.h"
+#include "calls.h"
+#include "pynorm/dispatch.h"
 
 namespace pynorm {
-namespace py = pybind11;
 
-inline DType dtype_from_code(int code) {
-  if (code < 0 || code >= kNumDTypes) throw py::value_error("pynorm._core: unknown dtype code " + std::to_string(code));
-  return static_cast<DType>(code);
-}
+struct Cpu {
+  static constexpr const char* module = "pynorm._core";
+  static constexpr const char* context = "threads";  // the keyword saying where to run
+  using Context = int;                                // requested threads; 0: the global setting
 
-// A [rows, dim] array whose last axis is contiguous.
-struct Rows {
-  void* data;
-  int64_t rows, dim, row_stride;  // row_stride in elements
+  // The data pointer of the array in a pointer argument (nullptr for None when optional),
+  // after checking that it holds elements of `dtype` and that `region` lies inside it.
+  static void* address(const py::object& o, const Region& region, DType dtype, const char* name, bool writable,
+                       bool optional) {
+    if (optional && o.is_none()) return nullptr;
+    if (!py::isinstance<py::array>(o)) throw py::type_error(message(name, "must be a NumPy array"));
+    const auto a = py::reinterpret_borrow<py::array>(o);
+    if (a.itemsize() != itemsize(dtype)) throw py::value_error(message(name, "has the wrong itemsize"));
+    if (writable && !a.writeable()) throw py::value_error(message(name, "must be writable"));
+    if (!region.empty()) {
+      int64_t lo = 0, hi = 0;  // byte offsets of the region's first and last element, from the data pointer
+      for (int i = 0; i < 3; ++i) span(region.size[i], region.stride[i] * a.itemsize(), lo, hi);
+      int64_t array_lo = 0, array_hi = 0;
+      for (py::ssize_t i = 0; i < a.ndim(); ++i) span(a.shape(i), a.strides(i), array_lo, array_hi);
+      if (a.size() == 0 || lo < array_lo || hi > array_hi)
+        throw py::value_error(message(name, "is smaller than the sizes and strides given for it"));
+    }
+    return const_cast<void*>(a.data());
+  }
+  static const void* in(const py::object& o, const Region& r, DType t, const char* name) {
+    return address(o, r, t, name, false, false);
+  }
+  static const void* in_or_null(const py::object& o, const Region& r, DType t, const char* name) {
+    return address(o, r, t, name, false, true);
+  }
+  static void* out(const py::object& o, const Region& r, DType t, const char* name) {
+    return address(o, r, t, name, true, false);
+  }
+  static void* out_or_null(const py::object& o, const Region& r, DType t, const char* name) {
+    return address(o, r, t, name, true, true);
+  }
+
+  // Runs the kernel of `a` for `dtype` with the GIL released, on the threads `work` (bytes or
+  // multiply-adds, see threads_for) deserves.
+  template <class Args> static void run(int threads, Args& a, DType dtype, int64_t work) {
+    a.threads = threads_for(work, threads);
+    py::gil_scoped_release release;
+    launch(a, dtype);
+  }
+
+  static void launch(const NormForwardArgs& a, DType t) { kernels().norm_forward[int(t)](a); }
+  static void launch(const NormBackwardArgs& a, DType t) { kernels().norm_backward[int(t)](a); }
+  static void launch(const DytForwardArgs& a, DType t) { kernels().dyt_forward[int(t)](a); }
+  static void launch(const DytBackwardArgs& a, DType t) { kernels().dyt_backward[int(t)](a); }
+  static void launch(const LinearAttentionForwardArgs& a, DType t) { kernels().linear_attention_forward[int(t)](a); }
+  static void launch(const LinearAttentionBackwardArgs& a, DType t) { kernels().linear_attention_backward[int(t)](a); }
+  static void launch(const MatmulArgs& a, DType t) { kernels().matmul[int(t)](a); }
+  static void launch(const MatmulTnArgs& a, DType t) { kernels().matmul_tn[int(t)](a); }
+  static void launch(const MergedAttentionArgs& a, DType t) { kernels().merged_attention_forward[int(t)](a); }
+  static void launch(const MergedAttentionBackwardArgs& a, DType t) { kernels().merged_attention_backward[int(t)](a); }
+
+ private:
+  static std::string message(const char* name, const char* what) { return std::string(module) + ": " + name + " " + what; }
+  // Widens [lo, hi] (byte offsets of the first and the last element) by an axis of n elements.
+  static void span(int64_t n, int64_t stride, int64_t& lo, int64_t& hi) {
+    if (n <= 0) return;
+    const int64_t last = (n - 1) * stride;
+    lo += std::min<int64_t>(0, last);
+    hi += std::max<int64_t>(0, last);
+  }
 };
-
-inline Rows rows_of(const py::array& a, DType dtype, const char* name) {
-  const int64_t size = itemsize(dtype);
-  if (a.ndim() != 2) throw py::value_error(std::string("pynorm._core: ") + name + " must be 2-d");
-  if (a.itemsize() != size) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong itemsize");
-  if (a.shape(0) == 0 || a.shape(1) == 0) return {const_cast<void*>(a.data()), a.shape(0), a.shape(1), 0};  // no element is read
-  if (a.shape(1) > 1 && a.strides(1) != size)
-    throw py::value_error(std::string("pynorm._core: ") + name + " must be contiguous along its last axis");
-  if (a.strides(0) % size != 0) throw py::value_error(std::string("pynorm._core: ") + name + " has a misaligned stride");
-  return {const_cast<void*>(a.data()), a.shape(0), a.shape(1), a.strides(0) / size};
-}
-
-// A [problems, rows, cols] batch of matrices whose last axis is contiguous.
-struct Matrices {
-  void* data;
-  int64_t problems, rows, cols;
-  int64_t problem_stride, row_stride;  // in elements
-};
-
-inline Matrices matrices_of(const py::array& a, DType dtype, const char* name) {
-  const int64_t size = itemsize(dtype);
-  if (a.ndim() != 3) throw py::value_error(std::string("pynorm._core: ") + name + " must be 3-d");
-  if (a.itemsize() != size) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong itemsize");
-  if (a.size() > 0 && a.shape(2) > 1 && a.strides(2) != size)  // (NumPy gives empty arrays 0 strides)
-    throw py::value_error(std::string("pynorm._core: ") + name + " must be contiguous along its last axis");
-  if (a.strides(0) % size != 0 || a.strides(1) % size != 0)
-    throw py::value_error(std::string("pynorm._core: ") + name + " has a misaligned stride");
-  return {const_cast<void*>(a.data()), a.shape(0), a.shape(1), a.shape(2), a.strides(0) / size, a.strides(1) / size};
-}
-
-inline void require_writable_contiguous(const py::array& a, const char* name) {
-  if (!a.writeable() || !(a.flags() & py::array::c_style))
-    throw py::value_error(std::string("pynorm._core: ") + name + " must be a writable C-contiguous array");
-}
-
-inline void same_shape(const Rows& a, const Rows& b, const char* name) {
-  if (a.rows != b.rows || a.dim != b.dim) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong shape");
-}
-
-// A 1-d contiguous array of n elements of the given type, or None (-> nullptr).
-inline void* vector_or_null(const py::object& o, int64_t n, DType dtype, const char* name, bool writable = false) {
-  if (o.is_none()) return nullptr;
-  py::array a = py::reinterpret_borrow<py::array>(o);
-  if (!py::isinstance<py::array>(o) || a.ndim() != 1 || a.shape(0) != n || a.itemsize() != itemsize(dtype) ||
-      !(a.flags() & py::array::c_style) || (writable && !a.writeable()))
-    throw py::value_error(std::string("pynorm._core: ") + name + " must be a contiguous 1-d array of length " +
-                          std::to_string(n));
-  return writable ? a.mutable_data() : const_cast<void*>(a.data());
-}
-
-// Fills the row fields every forward kernel takes (rows, dim, x, x_row_stride, y) from x and
-// its output, after checking them.
-template <class Args> inline void set_forward_rows(Args& a, const py::array& x, const py::array& y, DType dtype) {
-  const Rows xr = rows_of(x, dtype, "x"), yr = rows_of(y, dtype, "y");
-  same_shape(xr, yr, "y");
-  require_writable_contiguous(y, "y");
-  a.rows = xr.rows;
-  a.dim = xr.dim;
-  a.x = xr.data;
-  a.x_row_stride = xr.row_stride;
-  a.y = yr.data;
-}
-
-// The same for a backward kernel: dy and x in, dx out.
-template <class Args>
-inline void set_backward_rows(Args& a, const py::array& dy, const py::array& x, const py::array& dx, DType dtype) {
-  const Rows xr = rows_of(x, dtype, "x"), dyr = rows_of(dy, dtype, "dy"), dxr = rows_of(dx, dtype, "dx");
-  same_shape(xr, dyr, "dy");
-  same_shape(xr, dxr, "dx");
-  require_writable_contiguous(dx, "dx");
-  a.rows = xr.rows;
-  a.dim = xr.dim;
-  a.x = xr.data;
-  a.x_row_stride = xr.row_stride;
-  a.dy = dyr.data;
-  a.dy_row_stride = dyr.row_stride;
-  a.dx = dxr.data;
-}
-
-// Parameter gradients are returned exactly for the parameters that were given.
-inline void require_matching_gradient(const void* weight, const void* dweight, const char* module = "pynorm._core") {
-  if ((weight == nullptr) != (dweight == nullptr))
-    throw py::value_error(std::string(module) + ": dweight must be given exactly when weight is");
-}
 
 }  // namespace pynorm

@@ -1,73 +1,59 @@
-// Shared by the CUDA bindings: device pointers arrive as integers (pynorm/_array.py took them
-// from the caller's arrays and checked shapes, dtypes and devices); these helpers run a launcher
-// with the GIL released on the array's device and the caller's stream, and turn CUDA errors into
-// Python exceptions. No math here.
+// The CUDA backend of the call descriptions (calls.h): pointer arguments are device addresses
+// (ints) that pynorm/_array.py took from the caller's arrays after checking shapes, dtypes and
+// devices; a launch runs with the GIL released on the description's device and stream, and a
+// CUDA error becomes a Python exception. No math here.
 #pragma once
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
 #include <cstdint>
 #include <string>
+#include <utility>
 
-#include "arrays.h"
+#include "calls.h"
 #include "launch.h"
 
 namespace pynorm {
-namespace py = pybind11;
 
-inline const void* cptr(uintptr_t p) { return reinterpret_cast<const void*>(p); }
-inline void* mptr(uintptr_t p) { return reinterpret_cast<void*>(p); }
+struct Cuda {
+  static constexpr const char* module = "pynorm._cuda";
+  static constexpr const char* context = "stream";  // the keyword saying where to run
+  using Context = std::pair<int, uintptr_t>;         // (device index, cudaStream_t address)
 
-inline DType cuda_dtype(int code) {
-  if (code < 0 || code >= kNumDTypes) throw py::value_error("pynorm._cuda: unknown dtype code " + std::to_string(code));
-  return static_cast<DType>(code);
-}
-
-inline void require_available() {
-  const char* reason = nullptr;
-  if (!cuda::available(&reason)) throw std::runtime_error(std::string("CUDA unavailable: ") + reason);
-}
-
-inline void check_sizes(int64_t rows, int64_t dim) {
-  if (rows < 0 || dim < 0) throw py::value_error("pynorm._cuda: negative size");
-}
-
-// The row fields of a forward kernel's arguments, from device pointers (the CUDA twin of
-// arrays.h's set_forward_rows).
-template <class Args>
-inline void set_device_forward_rows(Args& a, uintptr_t x, int64_t x_row_stride, uintptr_t y, int64_t rows, int64_t dim) {
-  check_sizes(rows, dim);
-  a.rows = rows;
-  a.dim = dim;
-  a.x = cptr(x);
-  a.x_row_stride = x_row_stride;
-  a.y = mptr(y);
-}
-
-// The same for a backward kernel: dy and x in, dx out.
-template <class Args>
-inline void set_device_backward_rows(Args& a, uintptr_t dy, int64_t dy_row_stride, uintptr_t x, int64_t x_row_stride,
-                                     uintptr_t dx, int64_t rows, int64_t dim) {
-  check_sizes(rows, dim);
-  a.rows = rows;
-  a.dim = dim;
-  a.dy = cptr(dy);
-  a.dy_row_stride = dy_row_stride;
-  a.x = cptr(x);
-  a.x_row_stride = x_row_stride;
-  a.dx = mptr(dx);
-}
-
-// Runs launch() (returning nullptr or an error string) on `device` with the GIL released.
-template <class Launch> void run_on_device(int device, Launch launch) {
-  require_available();
-  const char* error = nullptr;
-  {
-    py::gil_scoped_release release;
-    cuda::DeviceGuard guard(device);
-    error = guard.error() ? guard.error() : launch();
+  static void* address(const py::object& o, const char* name, bool optional) {
+    if (optional && o.is_none()) return nullptr;
+    if (!PyLong_Check(o.ptr())) throw py::type_error(std::string(module) + ": " + name + " must be a device address (int)");
+    return reinterpret_cast<void*>(o.cast<uintptr_t>());
   }
-  if (error) throw std::runtime_error(std::string("pynorm._cuda: CUDA error: ") + error);
-}
+  static const void* in(const py::object& o, const Region&, DType, const char* name) { return address(o, name, false); }
+  static const void* in_or_null(const py::object& o, const Region&, DType, const char* name) {
+    return address(o, name, true);
+  }
+  static void* out(const py::object& o, const Region&, DType, const char* name) { return address(o, name, false); }
+  static void* out_or_null(const py::object& o, const Region&, DType, const char* name) {
+    return address(o, name, true);
+  }
+
+  // Runs the kernel of `a` on the context's device and stream with the GIL released.
+  template <class Args> static void run(const Context& where, Args& a, DType dtype, int64_t /*work*/) {
+    const char* reason = nullptr;
+    if (!cuda::available(&reason)) throw std::runtime_error(std::string("CUDA unavailable: ") + reason);
+    const char* error = nullptr;
+    {
+      py::gil_scoped_release release;
+      cuda::DeviceGuard guard(where.first);
+      error = guard.error() ? guard.error() : launch(a, dtype, reinterpret_cast<void*>(where.second));
+    }
+    if (error) throw std::runtime_error(std::string(module) + ": CUDA error: " + error);
+  }
+
+  static const char* launch(const NormForwardArgs& a, DType t, void* s) { return cuda::norm_forward(a, t, s); }
+  static const char* launch(const NormBackwardArgs& a, DType t, void* s) { return cuda::norm_backward(a, t, s); }
+  static const char* launch(const DytForwardArgs& a, DType t, void* s) { return cuda::dyt_forward(a, t, s); }
+  static const char* launch(const DytBackwardArgs& a, DType t, void* s) { return cuda::dyt_backward(a, t, s); }
+  static const char* launch(const LinearAttentionForwardArgs& a, DType t, void* s) {
+    return cuda::linear_attention_forward(a, t, s);
+  }
+  static const char* launch(const LinearAttentionBackwardArgs& a, DType t, void* s) {
+    return cuda::linear_attention_backward(a, t, s);
+  }
+};
 
 }  // namespace pynorm

@@ -22,7 +22,7 @@ PYBIND11_MODULE(_cuda, m) {
         return py::make_tuple(ok, ok ? std::string() : std::string(reason));
       },
       "(usable, reason): whether a CUDA device can run the kernels, and why not.");
-  m.def("device_count", &pynorm::cuda::device_count);
+  m.def("device_count", &pynorm::cuda::device_count, "The number of CUDA devices.");
   pynorm::register_cuda_norm(m);
   pynorm::register_cuda_dyt(m);
   pynorm::register_cuda_linear_attention(m);

@@ -1,19 +1,15 @@
-// Bindings of the tall-by-small matrix products: argument checks, GIL release, dispatch.
+// pynorm._core's tall-by-small matrix products (CPU only; the call form of calls.h).
 #include "pynorm/matmul.h"
 
-#include <string>
-
 #include "arrays.h"
-#include "pynorm/dispatch.h"
 
 namespace pynorm {
 
 namespace {
 
-StridedMatrix strided(const Rows& r) { return {r.data, r.row_stride}; }
-
-void check_shape(const Rows& r, int64_t rows, int64_t cols, const char* name) {
-  if (r.rows != rows || r.dim != cols) throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong shape");
+StridedMatrix strided_in(const py::object& o, int64_t rows, int64_t cols, int64_t row_stride, DType t,
+                         const char* name) {
+  return {Cpu::in(o, rows_region(rows, cols, row_stride), t, name), row_stride};
 }
 
 }  // namespace
@@ -21,50 +17,44 @@ void check_shape(const Rows& r, int64_t rows, int64_t cols, const char* name) {
 void register_matmul(py::module_& m) {
   m.def(
       "matmul",
-      [](py::array a, py::array b, py::object add, py::array out, int dtype_code, int threads) {
-        const DType dtype = dtype_from_code(dtype_code);
-        const Rows ar = rows_of(a, dtype, "a"), br = rows_of(b, dtype, "b"), outr = rows_of(out, dtype, "out");
-        check_shape(br, ar.dim, br.dim, "b");
-        check_shape(outr, ar.rows, br.dim, "out");
-        require_writable_contiguous(out, "out");
+      [](const py::object& a, int64_t a_row_stride, const py::object& b, int64_t b_row_stride, const py::object& add,
+         int64_t add_row_stride, const py::object& out, int64_t m, int64_t k, int64_t n, int dtype, int threads) {
+        const DType t = dtype_from_code(dtype, Cpu::module);
+        require_sizes({m, k, n}, Cpu::module);
         MatmulArgs args;
-        args.m = ar.rows;
-        args.k = ar.dim;
-        args.n = br.dim;
-        args.a = strided(ar);
-        args.b = strided(br);
-        if (!add.is_none()) {
-          const Rows addr = rows_of(py::reinterpret_borrow<py::array>(add), dtype, "add");
-          check_shape(addr, ar.rows, br.dim, "add");
-          args.add = strided(addr);
-        }
-        args.out = outr.data;
-        args.threads = threads_for(matmul_work(args.m, args.k, args.n, itemsize(dtype)), threads);
-        py::gil_scoped_release release;
-        kernels().matmul[dtype_code](args);
+        args.m = m;
+        args.k = k;
+        args.n = n;
+        args.a = strided_in(a, m, k, a_row_stride, t, "a");
+        args.b = strided_in(b, k, n, b_row_stride, t, "b");
+        if (!add.is_none()) args.add = strided_in(add, m, n, add_row_stride, t, "add");
+        args.out = Cpu::out(out, rows_region(m, n, n), t, "out");
+        Cpu::run(threads, args, t, matmul_work(m, k, n, itemsize(t)));
       },
-      py::arg("a"), py::arg("b"), py::arg("add"), py::arg("out"), py::arg("dtype"), py::arg("threads"));
+      py::kw_only(), "a"_a, "a_row_stride"_a, "b"_a, "b_row_stride"_a, "add"_a, "add_row_stride"_a, "out"_a, "m"_a,
+      "k"_a, "n"_a, "dtype"_a, "threads"_a,
+      "out = a @ b (+ add) for a [m, k], b [k, n], add [m, n] or None (row strides in elements, last\n"
+      "axes contiguous); out is contiguous [m, n].");
 
   m.def(
       "matmul_tn",
-      [](py::array a, py::array b, py::array out, int dtype_code, int threads) {
-        const DType dtype = dtype_from_code(dtype_code);
-        const Rows ar = rows_of(a, dtype, "a"), br = rows_of(b, dtype, "b"), outr = rows_of(out, dtype, "out");
-        check_shape(br, ar.rows, br.dim, "b");
-        check_shape(outr, ar.dim, br.dim, "out");
-        require_writable_contiguous(out, "out");
+      [](const py::object& a, int64_t a_row_stride, const py::object& b, int64_t b_row_stride, const py::object& out,
+         int64_t rows, int64_t m, int64_t n, int dtype, int threads) {
+        const DType t = dtype_from_code(dtype, Cpu::module);
+        require_sizes({rows, m, n}, Cpu::module);
         MatmulTnArgs args;
-        args.rows = ar.rows;
-        args.m = ar.dim;
-        args.n = br.dim;
-        args.a = strided(ar);
-        args.b = strided(br);
-        args.out = outr.data;
-        args.threads = threads_for(matmul_work(args.rows, args.m, args.n, itemsize(dtype)), threads);
-        py::gil_scoped_release release;
-        kernels().matmul_tn[dtype_code](args);
+        args.rows = rows;
+        args.m = m;
+        args.n = n;
+        args.a = strided_in(a, rows, m, a_row_stride, t, "a");
+        args.b = strided_in(b, rows, n, b_row_stride, t, "b");
+        args.out = Cpu::out(out, rows_region(m, n, n), t, "out");
+        Cpu::run(threads, args, t, matmul_work(rows, m, n, itemsize(t)));
       },
-      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("dtype"), py::arg("threads"));
+      py::kw_only(), "a"_a, "a_row_stride"_a, "b"_a, "b_row_stride"_a, "out"_a, "rows"_a, "m"_a, "n"_a, "dtype"_a,
+      "threads"_a,
+      "out = a^T @ b, the sum over the rows r of outer(a_r, b_r), for a [rows, m], b [rows, n]; out is\n"
+      "contiguous [m, n]; the rows are summed in a fixed partition and order.");
 }
 
 }  // namespace pynorm

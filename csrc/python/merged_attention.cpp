@@ -1,91 +1,67 @@
-// Bindings of P1's fused attention: argument checks, GIL release, dispatch.
+// pynorm._core's P1 fused attention (CPU only; the call form of calls.h).
 #include "pynorm/merged_attention.h"
 
-#include <string>
-
 #include "arrays.h"
-#include "pynorm/dispatch.h"
+#include "linear_attention_binding.h"  // matrix_batch, contiguous_matrices
 
 namespace pynorm {
 
 namespace {
 
-MatrixBatch batch_of(const Matrices& m) { return {m.data, m.problem_stride, m.row_stride}; }
-
-void check_same(const Matrices& m, const Matrices& like, const char* name) {
-  if (m.problems != like.problems || m.rows != like.rows || m.cols != like.cols)
-    throw py::value_error(std::string("pynorm._core: ") + name + " has the wrong shape");
-}
-
-const void* weight_of(const py::array& a, int64_t d, DType dtype, const char* name) {
-  if (a.ndim() != 2 || a.shape(0) != d || a.shape(1) != d || a.itemsize() != itemsize(dtype) ||
-      !(a.flags() & py::array::c_style))
-    throw py::value_error(std::string("pynorm._core: ") + name + " must be a contiguous d x d array");
-  return a.data();
-}
-
-void* square_output(py::array& a, int64_t d, DType dtype, const char* name) {
-  require_writable_contiguous(a, name);
-  weight_of(a, d, dtype, name);
-  return a.mutable_data();
-}
-
-// The fields forward and backward share: sizes, x, the weights, scale, residual, threads.
+// The fields forward and backward share: sizes, x, the weights, scale, residual.
 template <class Args>
-void set_common(Args& a, const Matrices& xm, const py::array& w, const py::array& v, DType dtype, double scale,
-                bool residual, int threads) {
-  a.problems = xm.problems;
-  a.n = xm.rows;
-  a.d = xm.cols;
-  a.x = batch_of(xm);
-  a.w = weight_of(w, a.d, dtype, "W");
-  a.v = weight_of(v, a.d, dtype, "V");
+void set_common(Args& a, int64_t problems, int64_t n, int64_t d, const py::object& x,
+                const std::array<int64_t, 2>& x_strides, const py::object& w, const py::object& v, DType t,
+                double scale, bool residual) {
+  require_sizes({problems, n, d}, Cpu::module);
+  a.problems = problems;
+  a.n = n;
+  a.d = d;
+  a.x = matrix_batch<Cpu>(x, problems, n, d, x_strides, t, "x");
+  a.w = Cpu::in(w, rows_region(d, d, d), t, "W");
+  a.v = Cpu::in(v, rows_region(d, d, d), t, "V");
   a.scale = scale;
   a.residual = residual;
-  a.threads = threads_for(merged_attention_work(a.problems, a.n, a.d, itemsize(dtype)), threads);
 }
 
 }  // namespace
 
 void register_merged_attention(py::module_& m) {
+  using Strides = std::array<int64_t, 2>;
   m.def(
       "merged_attention_forward",
-      [](py::array x, py::array w, py::array v, py::array out, int dtype_code, double scale, bool residual,
+      [](const py::object& x, const Strides& x_strides, const py::object& w, const py::object& v,
+         const py::object& out, int64_t problems, int64_t n, int64_t d, int dtype, double scale, bool residual,
          int threads) {
-        const DType dtype = dtype_from_code(dtype_code);
-        const Matrices xm = matrices_of(x, dtype, "x"), om = matrices_of(out, dtype, "out");
-        check_same(om, xm, "out");
-        require_writable_contiguous(out, "out");
+        const DType t = dtype_from_code(dtype, Cpu::module);
         MergedAttentionArgs a;
-        set_common(a, xm, w, v, dtype, scale, residual, threads);
-        a.out = om.data;
-        py::gil_scoped_release release;
-        kernels().merged_attention_forward[dtype_code](a);
+        set_common(a, problems, n, d, x, x_strides, w, v, t, scale, residual);
+        a.out = contiguous_matrices<Cpu>(out, problems, n, d, t, "out");
+        Cpu::run(threads, a, t, merged_attention_work(problems, n, d, itemsize(t)));
       },
-      py::arg("x"), py::arg("w"), py::arg("v"), py::arg("out"), py::arg("dtype"), py::arg("scale"),
-      py::arg("residual"), py::arg("threads"));
+      py::kw_only(), "x"_a, "x_strides"_a, "w"_a, "v"_a, "out"_a, "problems"_a, "n"_a, "d"_a, "dtype"_a, "scale"_a,
+      "residual"_a, "threads"_a,
+      "out = scale * (x W^T) (x^T (x V^T)) (+ x) per problem of x [problems, n, d]; W, V contiguous\n"
+      "[d, d]; out contiguous [problems, n, d].");
 
   m.def(
       "merged_attention_backward",
-      [](py::array dout, py::array x, py::array w, py::array v, py::array dx, py::array dw, py::array dv,
-         int dtype_code, double scale, bool residual, int threads) {
-        const DType dtype = dtype_from_code(dtype_code);
-        const Matrices xm = matrices_of(x, dtype, "x"), dom = matrices_of(dout, dtype, "dout"),
-                       dxm = matrices_of(dx, dtype, "dx");
-        check_same(dom, xm, "dout");
-        check_same(dxm, xm, "dx");
-        require_writable_contiguous(dx, "dx");
+      [](const py::object& dout, const Strides& dout_strides, const py::object& x, const Strides& x_strides,
+         const py::object& w, const py::object& v, const py::object& dx, const py::object& dw, const py::object& dv,
+         int64_t problems, int64_t n, int64_t d, int dtype, double scale, bool residual, int threads) {
+        const DType t = dtype_from_code(dtype, Cpu::module);
         MergedAttentionBackwardArgs a;
-        set_common(a, xm, w, v, dtype, scale, residual, threads);
-        a.dout = batch_of(dom);
-        a.dx = dxm.data;
-        a.dw = square_output(dw, a.d, dtype, "dW");
-        a.dv = square_output(dv, a.d, dtype, "dV");
-        py::gil_scoped_release release;
-        kernels().merged_attention_backward[dtype_code](a);
+        set_common(a, problems, n, d, x, x_strides, w, v, t, scale, residual);
+        a.dout = matrix_batch<Cpu>(dout, problems, n, d, dout_strides, t, "dout");
+        a.dx = contiguous_matrices<Cpu>(dx, problems, n, d, t, "dx");
+        a.dw = Cpu::out(dw, rows_region(d, d, d), t, "dW");
+        a.dv = Cpu::out(dv, rows_region(d, d, d), t, "dV");
+        Cpu::run(threads, a, t, merged_attention_work(problems, n, d, itemsize(t)));
       },
-      py::arg("dout"), py::arg("x"), py::arg("w"), py::arg("v"), py::arg("dx"), py::arg("dw"), py::arg("dv"),
-      py::arg("dtype"), py::arg("scale"), py::arg("residual"), py::arg("threads"));
+      py::kw_only(), "dout"_a, "dout_strides"_a, "x"_a, "x_strides"_a, "w"_a, "v"_a, "dx"_a, "dw"_a, "dv"_a,
+      "problems"_a, "n"_a, "d"_a, "dtype"_a, "scale"_a, "residual"_a, "threads"_a,
+      "dx (contiguous, x's shape), dW and dV (contiguous [d, d], summed over the problems in a fixed\n"
+      "order) of merged_attention_forward for the gradient dout.");
 }
 
 }  // namespace pynorm

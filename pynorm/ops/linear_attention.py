@@ -31,91 +31,37 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .. import _array
-from .._core_loader import core
 
 
-def _inputs(fn: str, q: Any, k: Any, v: Any):
+def _inputs(be: _array.Backend, fn: str, q: Any, k: Any, v: Any):
     """q, k, v as arrays with consistent shapes and one dtype (errors name the problem)."""
-    q = _array.as_input(q, "q", fn, min_ndim=2)
-    k = _array.as_input(k, "k", fn, min_ndim=2)
-    v = _array.as_input(v, "v", fn, min_ndim=2)
-    _array.same_dtype({"q": q, "k": k, "v": v}, fn)
-    return _check_shapes(fn, q, k, v)
-
-
-def _check_shapes(fn: str, q, k, v):
-    if k.shape[-1] != q.shape[-1]:
+    q = be.input(q, "q", fn, min_ndim=2)
+    k = be.input(k, "k", fn, min_ndim=2)
+    v = be.input(v, "v", fn, min_ndim=2)
+    be.same_dtype({"q": q, "k": k, "v": v}, fn)
+    qs, ks, vs = tuple(q.shape), tuple(k.shape), tuple(v.shape)
+    if ks[-1] != qs[-1]:
+        raise ValueError(f"{fn}: q and k must have the same feature size Dk (last axis), got q {qs} and k {ks}")
+    if ks[-2] != qs[-2] or vs[-2] != qs[-2]:
         raise ValueError(
-            f"{fn}: q and k must have the same feature size Dk (last axis), got q {q.shape} and k {k.shape}"
+            f"{fn}: q, k and v must have the same number of tokens N (axis -2), got q {qs}, k {ks}, v {vs}"
         )
-    if k.shape[-2] != q.shape[-2] or v.shape[-2] != q.shape[-2]:
-        raise ValueError(
-            f"{fn}: q, k and v must have the same number of tokens N (axis -2), "
-            f"got q {q.shape}, k {k.shape}, v {v.shape}"
-        )
-    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+    if not (qs[:-2] == ks[:-2] == vs[:-2]):
         raise ValueError(
             f"{fn}: q, k and v must have the same leading (batch, head) shape, "
-            f"got {q.shape[:-2]}, {k.shape[:-2]}, {v.shape[:-2]} (no broadcasting)"
+            f"got {qs[:-2]}, {ks[:-2]}, {vs[:-2]} (no broadcasting)"
         )
     return q, k, v
 
 
-def _gpu_inputs(gpu, fn, q, k, v):
-    q, k, v = (gpu.input(a, name, 2) for a, name in ((q, "q"), (k, "k"), (v, "v")))
-    dtypes = {name: gpu.dtype(a) for name, a in (("q", q), ("k", k), ("v", v))}
-    if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{name} {d}" for name, d in dtypes.items())
-        raise TypeError(f"{fn}: inputs must share one dtype, got {listed}; convert them explicitly")
-    return _check_shapes(fn, q, k, v)
+def _outputs(be: _array.Backend, q: Any, *dims: int):
+    """New contiguous arrays of q's batch shape, token count and dtype, one per last-axis size
+    in ``dims``, each with its [problems, n, dim] view."""
+    batch, n, dtype = tuple(q.shape[:-2]), q.shape[-2], be.dtype(q)
+    arrays = [be.empty(batch + (n, d), dtype) for d in dims]
+    return [(a, a.reshape(math.prod(batch), n, d)) for a, d in zip(arrays, dims)]
 
 
-def _strided(gpu, a):
-    """(pointer, problem stride, row stride) of a (..., n, d) GPU array, and the array to keep alive."""
-    mats, problem_stride, row_stride = gpu.matrices(a)
-    return (gpu.ptr(mats), problem_stride, row_stride), mats
-
-
-def _linear_attention_cuda(q, k, v, *, causal=False, normalize=False, eps=1e-6, scale=1.0, n_threads=None):
-    fn = "pynorm.linear_attention"
-    gpu = _array.Gpu(fn, {"q": q, "k": k, "v": v})
-    q, k, v = _gpu_inputs(gpu, fn, q, k, v)
-    eps = _array.eps_value(eps, fn)
-    scale = gpu.scalar(scale, "scale")
-    batch, n, dk, dv = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
-    out = gpu.empty(batch + (n, dv), gpu.dtype(q))
-    (qs, q_keep), (ks, k_keep), (vs, v_keep) = (_strided(gpu, a) for a in (q, k, v))
-    gpu.module.linear_attention_forward(
-        qs, ks, vs, gpu.ptr(out), math.prod(batch), n, dk, dv, gpu.dtype_code(q), scale, eps, bool(causal),
-        bool(normalize), gpu.device, gpu.stream,
-    )  # fmt: skip
-    return out
-
-
-def _linear_attention_backward_cuda(dout, q, k, v, *, causal=False, normalize=False, eps=1e-6, scale=1.0,
-                                    n_threads=None):
-    fn = "pynorm.linear_attention_backward"
-    gpu = _array.Gpu(fn, {"q": q, "k": k, "v": v, "dout": dout})
-    q, k, v = _gpu_inputs(gpu, fn, q, k, v)
-    dout = gpu.input(dout, "dout", 2)
-    expected = tuple(q.shape[:-1]) + tuple(v.shape[-1:])
-    if tuple(dout.shape) != expected:
-        raise ValueError(f"{fn}: dout must have the output's shape {expected}, got {tuple(dout.shape)}")
-    dout = gpu.astype(dout, gpu.dtype(q))
-    eps = _array.eps_value(eps, fn)
-    scale = gpu.scalar(scale, "scale")
-    batch, n, dk, dv = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
-    dtype = gpu.dtype(q)
-    dq, dk_, dv_ = gpu.empty(tuple(q.shape), dtype), gpu.empty(tuple(k.shape), dtype), gpu.empty(tuple(v.shape), dtype)
-    strided = [_strided(gpu, a) for a in (dout, q, k, v)]
-    gpu.module.linear_attention_backward(
-        *(s for s, _ in strided), gpu.ptr(dq), gpu.ptr(dk_), gpu.ptr(dv_), math.prod(batch), n, dk, dv,
-        gpu.dtype_code(q), scale, eps, bool(causal), bool(normalize), gpu.device, gpu.stream,
-    )  # fmt: skip
-    return dq, dk_, dv_
-
-
-@_array.dispatch(_linear_attention_cuda)
 def linear_attention(
     q: Any,
     k: Any,
@@ -158,18 +104,21 @@ def linear_attention(
         True
     """
     fn = "pynorm.linear_attention"
-    q, k, v = _inputs(fn, q, k, v)
+    be = _array.backend(fn, ("q", "k", "v"), (q, k, v), (scale,))
+    q, k, v = _inputs(be, fn, q, k, v)
     eps = _array.eps_value(eps, fn)
-    scale = _array.scalar(scale, "scale", fn)
-    out, out_mats = _array.matrices_output(q.shape[:-2], q.shape[-2], v.shape[-1], q.dtype)
-    core().linear_attention_forward(
-        _array.as_matrices(q), _array.as_matrices(k), _array.as_matrices(v), out_mats,
-        _array.dtype_code(q.dtype), scale, eps, bool(causal), bool(normalize), _array.threads_value(n_threads, fn),
+    scale = _array.real(scale, "scale", fn)
+    threads = _array.threads_value(n_threads, "n_threads", fn)
+    (out, out_mats), = _outputs(be, q, v.shape[-1])
+    (q_mats, q_strides), (k_mats, k_strides), (v_mats, v_strides) = (be.matrices(a) for a in (q, k, v))
+    be.kernels.linear_attention_forward(
+        q=q_mats, q_strides=q_strides, k=k_mats, k_strides=k_strides, v=v_mats, v_strides=v_strides, out=out_mats,
+        problems=q_mats.shape[0], n=q.shape[-2], key_dim=q.shape[-1], value_dim=v.shape[-1], dtype=be.code(q),
+        scale=scale, eps=eps, causal=bool(causal), normalize=bool(normalize), threads=threads,
     )  # fmt: skip
     return out
 
 
-@_array.dispatch(_linear_attention_backward_cuda)
 def linear_attention_backward(
     dout: Any,
     q: Any,
@@ -195,21 +144,23 @@ def linear_attention_backward(
         ``(dq, dk, dv)`` with the shapes of q, k, v and their dtype.
     """
     fn = "pynorm.linear_attention_backward"
-    q, k, v = _inputs(fn, q, k, v)
-    dout = _array.as_input(dout, "dout", fn, min_ndim=2)
-    expected = q.shape[:-1] + v.shape[-1:]
-    if dout.shape != expected:
-        raise ValueError(f"{fn}: dout must have the output's shape {expected}, got {dout.shape}")
-    dout = dout.astype(q.dtype, copy=False)
+    be = _array.backend(fn, ("q", "k", "v", "dout"), (q, k, v, dout), (scale,))
+    q, k, v = _inputs(be, fn, q, k, v)
+    dout = be.input(dout, "dout", fn, min_ndim=2)
+    expected = tuple(q.shape[:-1]) + tuple(v.shape[-1:])
+    if tuple(dout.shape) != expected:
+        raise ValueError(f"{fn}: dout must have the output's shape {expected}, got {tuple(dout.shape)}")
+    dout = be.cast(dout, be.dtype(q))
     eps = _array.eps_value(eps, fn)
-    scale = _array.scalar(scale, "scale", fn)
-    batch, n = q.shape[:-2], q.shape[-2]
-    dq, dq_mats = _array.matrices_output(batch, n, q.shape[-1], q.dtype)
-    dk, dk_mats = _array.matrices_output(batch, n, k.shape[-1], q.dtype)
-    dv, dv_mats = _array.matrices_output(batch, n, v.shape[-1], q.dtype)
-    core().linear_attention_backward(
-        _array.as_matrices(dout), _array.as_matrices(q), _array.as_matrices(k), _array.as_matrices(v),
-        dq_mats, dk_mats, dv_mats, _array.dtype_code(q.dtype), scale, eps, bool(causal), bool(normalize),
-        _array.threads_value(n_threads, fn),
+    scale = _array.real(scale, "scale", fn)
+    threads = _array.threads_value(n_threads, "n_threads", fn)
+    (dq, dq_mats), (dk, dk_mats), (dv, dv_mats) = _outputs(be, q, q.shape[-1], k.shape[-1], v.shape[-1])
+    matrices = [be.matrices(a) for a in (dout, q, k, v)]
+    (dout_mats, dout_strides), (q_mats, q_strides), (k_mats, k_strides), (v_mats, v_strides) = matrices
+    be.kernels.linear_attention_backward(
+        dout=dout_mats, dout_strides=dout_strides, q=q_mats, q_strides=q_strides, k=k_mats, k_strides=k_strides,
+        v=v_mats, v_strides=v_strides, dq=dq_mats, dk=dk_mats, dv=dv_mats, problems=q_mats.shape[0], n=q.shape[-2],
+        key_dim=q.shape[-1], value_dim=v.shape[-1], dtype=be.code(q), scale=scale, eps=eps, causal=bool(causal),
+        normalize=bool(normalize), threads=threads,
     )  # fmt: skip
     return dq, dk, dv

@@ -15,7 +15,6 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import _array
-from .._core_loader import core
 
 
 def matmul(a: Any, b: Any, *, transpose_a: bool = False, add: Any = None,
@@ -46,30 +45,36 @@ def matmul(a: Any, b: Any, *, transpose_a: bool = False, add: Any = None,
         (3, 3)
     """
     fn = "pynorm.matmul"
-    a = _array.as_input(a, "a", fn)
-    b = _array.as_input(b, "b", fn)
-    _array.same_dtype({"a": a, "b": b}, fn)
-    threads = _array.threads_value(n_threads, fn)
-    code = _array.dtype_code(a.dtype)
+    be = _array.backend(fn, ("a", "b", "add"), (a, b, add))
+    a = be.input(a, "a", fn)
+    b = be.input(b, "b", fn)
+    dtype = be.same_dtype({"a": a, "b": b}, fn)
+    threads = _array.threads_value(n_threads, "n_threads", fn)
+    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
+    a_rows, a_row_stride = be.rows(a)
     if transpose_a:
         if add is not None:
             raise ValueError(f"{fn}: add is not supported with transpose_a=True")
-        if b.shape[:-1] != a.shape[:-1]:
+        if b_shape[:-1] != a_shape[:-1]:
             raise ValueError(f"{fn}: with transpose_a=True, a and b must have the same leading (row) axes, "
-                             f"got a {a.shape} and b {b.shape}")
-        out = np.empty((a.shape[-1], b.shape[-1]), dtype=a.dtype)
-        core().matmul_tn(_array.as_rows(a), _array.as_rows(b), out, code, threads)
+                             f"got a {a_shape} and b {b_shape}")
+        b_rows, b_row_stride = be.rows(b)
+        out = be.empty((a_shape[-1], b_shape[-1]), dtype)
+        be.kernels.matmul_tn(a=a_rows, a_row_stride=a_row_stride, b=b_rows, b_row_stride=b_row_stride, out=out,
+                             rows=a_rows.shape[0], m=a_shape[-1], n=b_shape[-1], dtype=be.code(a), threads=threads)
         return out
-    if b.ndim != 2 or b.shape[0] != a.shape[-1]:
-        raise ValueError(f"{fn}: b must have shape ({a.shape[-1]}, n) to multiply a of shape {a.shape}, "
-                         f"got {b.shape}")
-    shape = a.shape[:-1] + b.shape[-1:]
+    if len(b_shape) != 2 or b_shape[0] != a_shape[-1]:
+        raise ValueError(f"{fn}: b must have shape ({a_shape[-1]}, n) to multiply a of shape {a_shape}, got {b_shape}")
+    shape = a_shape[:-1] + b_shape[-1:]
+    b_rows, b_row_stride = be.rows(b)
+    add_rows, add_row_stride = None, 0
     if add is not None:
-        add = _array.as_array(add, "add", fn)
-        if add.shape != shape:
-            raise ValueError(f"{fn}: add must have the result's shape {shape}, got {add.shape}")
-        add = _array.as_rows(add.astype(a.dtype, copy=False))
-    out = _array.empty(shape, a.dtype)
-    core().matmul(_array.as_rows(a), _array.as_rows(b), add,
-                  out.reshape(_array.n_rows(out), shape[-1]), code, threads)
+        add = be.convert(add, "add", fn)
+        if tuple(add.shape) != shape:
+            raise ValueError(f"{fn}: add must have the result's shape {shape}, got {tuple(add.shape)}")
+        add_rows, add_row_stride = be.rows(be.cast(add, dtype))
+    out = be.empty(shape, dtype)
+    be.kernels.matmul(a=a_rows, a_row_stride=a_row_stride, b=b_rows, b_row_stride=b_row_stride, add=add_rows,
+                      add_row_stride=add_row_stride, out=out.reshape(a_rows.shape[0], shape[-1]), m=a_rows.shape[0],
+                      k=a_shape[-1], n=b_shape[-1], dtype=be.code(a), threads=threads)
     return out

@@ -21,19 +21,19 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .. import _array
-from .._core_loader import core
 
 
-def _inputs(fn: str, x: Any, W: Any, V: Any):
-    x = _array.as_input(x, "x", fn, min_ndim=2)
-    d = x.shape[-1]
-    weights = []
-    for name, w in (("W", W), ("V", V)):
-        w = _array.as_array(w, name, fn)
-        if w.shape != (d, d):
-            raise ValueError(f"{fn}: {name} must have shape ({d}, {d}) to match x's last axis, got {w.shape}")
-        weights.append(np.ascontiguousarray(w, dtype=x.dtype))
-    return x, weights[0], weights[1]
+def _inputs(be: _array.Backend, fn: str, x: Any, W: Any, V: Any):
+    x = be.input(x, "x", fn, min_ndim=2)
+    d, dtype = x.shape[-1], be.dtype(x)
+    return x, be.parameter(W, (d, d), dtype, "W", fn), be.parameter(V, (d, d), dtype, "V", fn)
+
+
+def _describe(be: _array.Backend, x: Any, W: Any, V: Any, scale: float, residual: bool, threads: int) -> dict:
+    """The description's fields forward and backward share."""
+    x_mats, x_strides = be.matrices(x)
+    return dict(x=x_mats, x_strides=x_strides, w=W, v=V, problems=x_mats.shape[0], n=x.shape[-2], d=x.shape[-1],
+                dtype=be.code(x), scale=scale, residual=bool(residual), threads=threads)
 
 
 def merged_linear_attention(x: Any, W: Any, V: Any, *, scale: float = 1.0, residual: bool = False,
@@ -59,11 +59,12 @@ def merged_linear_attention(x: Any, W: Any, V: Any, *, scale: float = 1.0, resid
         True
     """
     fn = "pynorm.merged_linear_attention"
-    x, W, V = _inputs(fn, x, W, V)
-    scale = _array.scalar(scale, "scale", fn)
-    out, out_mats = _array.matrices_output(x.shape[:-2], x.shape[-2], x.shape[-1], x.dtype)
-    core().merged_attention_forward(_array.as_matrices(x), W, V, out_mats, _array.dtype_code(x.dtype), scale,
-                                    bool(residual), _array.threads_value(n_threads, fn))
+    be = _array.backend(fn, ("x", "W", "V"), (x, W, V), (scale,))
+    x, W, V = _inputs(be, fn, x, W, V)
+    scale = _array.real(scale, "scale", fn)
+    threads = _array.threads_value(n_threads, "n_threads", fn)
+    out = be.empty(tuple(x.shape), be.dtype(x))
+    be.kernels.merged_attention_forward(out=be.matrices(out)[0], **_describe(be, x, W, V, scale, residual, threads))
     return out
 
 
@@ -83,12 +84,14 @@ def merged_linear_attention_backward(dout: Any, x: Any, W: Any, V: Any, *, scale
         dW and dV of shape (d, d) summed over all problems in a fixed order.
     """
     fn = "pynorm.merged_linear_attention_backward"
-    x, W, V = _inputs(fn, x, W, V)
-    dout = _array.like(dout, x, "dout", fn)
-    scale = _array.scalar(scale, "scale", fn)
-    dx, dx_mats = _array.matrices_output(x.shape[:-2], x.shape[-2], x.shape[-1], x.dtype)
-    dW, dV = np.empty_like(W), np.empty_like(V)
-    core().merged_attention_backward(_array.as_matrices(dout), _array.as_matrices(x), W, V, dx_mats, dW, dV,
-                                     _array.dtype_code(x.dtype), scale, bool(residual),
-                                     _array.threads_value(n_threads, fn))
+    be = _array.backend(fn, ("dout", "x", "W", "V"), (dout, x, W, V), (scale,))
+    x, W, V = _inputs(be, fn, x, W, V)
+    dout = be.like(dout, x, "dout", fn)
+    scale = _array.real(scale, "scale", fn)
+    threads = _array.threads_value(n_threads, "n_threads", fn)
+    dtype = be.dtype(x)
+    dx, dW, dV = be.empty(tuple(x.shape), dtype), be.empty(tuple(W.shape), dtype), be.empty(tuple(V.shape), dtype)
+    dout_mats, dout_strides = be.matrices(dout)
+    be.kernels.merged_attention_backward(dout=dout_mats, dout_strides=dout_strides, dx=be.matrices(dx)[0], dw=dW, dv=dV,
+                                         **_describe(be, x, W, V, scale, residual, threads))
     return dx, dW, dV

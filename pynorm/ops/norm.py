@@ -22,73 +22,11 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import _array
-from .._core_loader import core
+
+_FORWARD_ARRAYS = ("x", "weight", "bias", "out")
+_BACKWARD_ARRAYS = ("dy", "x", "weight", "bias", "mean", "rstd")
 
 
-def _layer_norm_cuda(x, weight=None, bias=None, eps=1e-5, *, center=True, scale=True, out=None,
-                     return_stats=False, n_threads=None):
-    return _forward_cuda("pynorm.layer_norm", x, weight, bias, eps, center, scale, out, return_stats)
-
-
-def _layer_norm_backward_cuda(dy, x, weight=None, bias=None, eps=1e-5, *, center=True, scale=True, mean=None,
-                              rstd=None, n_threads=None):
-    return _backward_cuda("pynorm.layer_norm_backward", dy, x, weight, bias, eps, center, scale, mean, rstd)
-
-
-def _rms_norm_cuda(x, weight=None, eps=1e-6, *, out=None, return_stats=False, n_threads=None):
-    result = _forward_cuda("pynorm.rms_norm", x, weight, None, eps, False, True, out, return_stats)
-    return (result[0], result[2]) if return_stats else result
-
-
-def _rms_norm_backward_cuda(dy, x, weight=None, eps=1e-6, *, rstd=None, n_threads=None):
-    dx, dweight, _ = _backward_cuda("pynorm.rms_norm_backward", dy, x, weight, None, eps, False, True, None, rstd)
-    return dx, dweight
-
-
-def _forward_cuda(fn, x, weight, bias, eps, center, scale, out, return_stats):
-    gpu = _array.Gpu(fn, {"x": x, "weight": weight, "bias": bias, "out": out})
-    x = gpu.input(x, "x")
-    eps = _array.eps_value(eps, fn)
-    dim = x.shape[-1]
-    w = gpu.vector(weight, dim, x, "weight")
-    b = gpu.vector(bias, dim, x, "bias")
-    y = gpu.output(x, out)
-    x_rows, x_stride = gpu.rows(x)
-    stats_shape, stats_dtype = tuple(x.shape[:-1]), gpu.accumulate_dtype(x)
-    mean = gpu.empty(stats_shape, stats_dtype) if return_stats else None
-    rstd = gpu.empty(stats_shape, stats_dtype) if return_stats else None
-    gpu.module.norm_forward(
-        gpu.ptr(x_rows), x_stride, gpu.ptr(y), x_rows.shape[0], dim, gpu.ptr(w), gpu.ptr(b), gpu.ptr(mean),
-        gpu.ptr(rstd), gpu.dtype_code(x), eps, bool(center), bool(scale), gpu.device, gpu.stream,
-    )  # fmt: skip
-    return (y, mean, rstd) if return_stats else y
-
-
-def _backward_cuda(fn, dy, x, weight, bias, eps, center, scale, mean, rstd):
-    gpu = _array.Gpu(fn, {"x": x, "dy": dy, "weight": weight, "bias": bias, "mean": mean, "rstd": rstd})
-    x = gpu.input(x, "x")
-    dy = gpu.like(dy, x, "dy")
-    eps = _array.eps_value(eps, fn)
-    dim = x.shape[-1]
-    w = gpu.vector(weight, dim, x, "weight")
-    gpu.vector(bias, dim, x, "bias")  # checked; only its presence matters
-    mean = gpu.row_stats(mean, x, "mean") if center else None
-    rstd = gpu.row_stats(rstd, x, "rstd") if scale else None
-    dtype = gpu.dtype(x)
-    dx = gpu.empty(tuple(x.shape), dtype)
-    dweight = gpu.empty((dim,), dtype) if w is not None else None
-    dbias = gpu.empty((dim,), dtype) if bias is not None else None
-    x_rows, x_stride = gpu.rows(x)
-    dy_rows, dy_stride = gpu.rows(dy)
-    gpu.module.norm_backward(
-        gpu.ptr(dy_rows), dy_stride, gpu.ptr(x_rows), x_stride, gpu.ptr(w), gpu.ptr(mean), gpu.ptr(rstd),
-        gpu.ptr(dx), gpu.ptr(dweight), gpu.ptr(dbias), x_rows.shape[0], dim, gpu.dtype_code(x), eps,
-        bool(center), bool(scale), gpu.device, gpu.stream,
-    )  # fmt: skip
-    return dx, dweight, dbias
-
-
-@_array.dispatch(_layer_norm_cuda)
 def layer_norm(
     x: Any,
     weight: Any = None,
@@ -109,7 +47,8 @@ def layer_norm(
         eps: added to the variance (or mean square) before the square root; >= 0.
         center: subtract the row mean (the projection half).
         scale: divide by the row's standard deviation (the scaling half).
-        out: optional C-contiguous array of x's shape and dtype to write into (may be x).
+        out: optional writable array of x's shape and dtype to write into (may be x; any
+            strides or byte order: a result that cannot be written in place is copied in).
         return_stats: also return ``(mean, rstd)``, one value per row (shape x.shape[:-1],
             float64 for float64 input, float32 otherwise); pass them to layer_norm_backward.
         n_threads: threads for this call (default: ``pynorm.get_num_threads()``).
@@ -129,24 +68,28 @@ def layer_norm(
 
 
 def _forward(fn, x, weight, bias, eps, center, scale, out, return_stats, n_threads):
-    x = _array.as_input(x, "x", fn)
+    be = _array.backend(fn, _FORWARD_ARRAYS, (x, weight, bias, out))
+    x = be.input(x, "x", fn)
     eps = _array.eps_value(eps, fn)
-    dim = x.shape[-1]
-    w = _array.vector(weight, dim, x.dtype, "weight", fn)
-    b = _array.vector(bias, dim, x.dtype, "bias", fn)
-    y, y_rows = _array.output(x, out, fn)
-    stats_dtype = _array.accumulate_dtype(x.dtype)
-    mean = np.empty(x.shape[:-1], dtype=stats_dtype) if return_stats else None
-    rstd = np.empty(x.shape[:-1], dtype=stats_dtype) if return_stats else None
-    core().norm_forward(
-        _array.as_rows(x), y_rows, w, b,
-        None if mean is None else mean.reshape(-1), None if rstd is None else rstd.reshape(-1),
-        _array.dtype_code(x.dtype), eps, bool(center), bool(scale), _array.threads_value(n_threads, fn),
+    threads = _array.threads_value(n_threads, "n_threads", fn)
+    dtype, dim = be.dtype(x), x.shape[-1]
+    w = be.parameter(weight, (dim,), dtype, "weight", fn)
+    b = be.parameter(bias, (dim,), dtype, "bias", fn)
+    y, y_rows, copy_to = be.output(x, out, fn)
+    x_rows, x_row_stride = be.rows(x)
+    mean = rstd = None
+    if return_stats:
+        stats_dtype = _array.accumulate_dtype(dtype)
+        mean, rstd = be.empty(x.shape[:-1], stats_dtype), be.empty(x.shape[:-1], stats_dtype)
+    be.kernels.norm_forward(
+        x=x_rows, x_row_stride=x_row_stride, y=y_rows, rows=x_rows.shape[0], dim=dim, weight=w, bias=b,
+        mean=None if mean is None else mean.reshape(-1), rstd=None if rstd is None else rstd.reshape(-1),
+        dtype=be.code(x), eps=eps, center=bool(center), scale=bool(scale), threads=threads,
     )  # fmt: skip
+    y = be.deliver(y, copy_to, out)
     return (y, mean, rstd) if return_stats else y
 
 
-@_array.dispatch(_layer_norm_backward_cuda)
 def layer_norm_backward(
     dy: Any,
     x: Any,
@@ -178,26 +121,29 @@ def layer_norm_backward(
 
 
 def _backward(fn, dy, x, weight, bias, eps, center, scale, mean, rstd, n_threads):
-    x = _array.as_input(x, "x", fn)
-    dy = _array.like(dy, x, "dy", fn)
+    be = _array.backend(fn, _BACKWARD_ARRAYS, (dy, x, weight, bias, mean, rstd))
+    x = be.input(x, "x", fn)
+    dy = be.like(dy, x, "dy", fn)
     eps = _array.eps_value(eps, fn)
-    dim = x.shape[-1]
-    w = _array.vector(weight, dim, x.dtype, "weight", fn)
-    _array.vector(bias, dim, x.dtype, "bias", fn)  # checked; only its presence matters
-    dx, dx_rows = _array.output(x, None, fn)
-    dweight = np.empty(dim, dtype=x.dtype) if w is not None else None
-    dbias = np.empty(dim, dtype=x.dtype) if bias is not None else None
-    core().norm_backward(
-        _array.as_rows(dy), _array.as_rows(x), w,
-        _array.row_stats(mean, x, "mean", fn) if center else None,
-        _array.row_stats(rstd, x, "rstd", fn) if scale else None,
-        dx_rows, dweight, dbias, _array.dtype_code(x.dtype), eps, bool(center), bool(scale),
-        _array.threads_value(n_threads, fn),
+    threads = _array.threads_value(n_threads, "n_threads", fn)
+    dtype, dim = be.dtype(x), x.shape[-1]
+    w = be.parameter(weight, (dim,), dtype, "weight", fn)
+    be.parameter(bias, (dim,), dtype, "bias", fn)  # checked; only its presence matters
+    mean = be.row_stats(mean, x, "mean", fn) if center else None
+    rstd = be.row_stats(rstd, x, "rstd", fn) if scale else None
+    dx, dx_rows, _ = be.output(x, None, fn)
+    dweight = be.empty((dim,), dtype) if w is not None else None
+    dbias = be.empty((dim,), dtype) if bias is not None else None
+    x_rows, x_row_stride = be.rows(x)
+    dy_rows, dy_row_stride = be.rows(dy)
+    be.kernels.norm_backward(
+        dy=dy_rows, dy_row_stride=dy_row_stride, x=x_rows, x_row_stride=x_row_stride, weight=w, mean=mean, rstd=rstd,
+        dx=dx_rows, dweight=dweight, dbias=dbias, rows=x_rows.shape[0], dim=dim, dtype=be.code(x), eps=eps,
+        center=bool(center), scale=bool(scale), threads=threads,
     )  # fmt: skip
     return dx, dweight, dbias
 
 
-@_array.dispatch(_rms_norm_cuda)
 def rms_norm(
     x: Any,
     weight: Any = None,
@@ -219,7 +165,6 @@ def rms_norm(
     return (result[0], result[2]) if return_stats else result
 
 
-@_array.dispatch(_rms_norm_backward_cuda)
 def rms_norm_backward(
     dy: Any,
     x: Any,
