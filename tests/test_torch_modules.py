@@ -154,3 +154,16 @@ def test_compile_fullgraph_inductor_matches_eager():
     for a, b in zip(eager, compiled):
         assert_close(b.numpy(), a.numpy(), "float64", "compiled vs eager")
 
+
+
+def test_bench_command_runs_and_writes_json(tmp_path, capsys):
+    import json
+
+    from pynorm.torch import bench
+
+    path = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--repeats", "1", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["case"].split(" ")[0] for r in rows[:3]] == ["RMSNorm", "LayerNorm", "DyT"]
+    assert len(rows) == 7 and all(r["pynorm_s"] > 0 and r["torch_s"] > 0 for r in rows)
+    assert "pre-norm block training step (2 RMSNorms replaced)" in capsys.readouterr().out
