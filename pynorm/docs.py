@@ -117,7 +117,7 @@ def reproductions_headline(root: pathlib.Path) -> str:
     committed --full run, or that it has none yet."""
     from .experiments import EXPERIMENTS
 
-    lines = ["| experiment | paper | reproduced | partial | not reproduced | wall time of the full run |",
+    lines = ["| experiment | paper | reproduced | partial | not reproduced | wall time of its last invocation |",
              "|---|---|---:|---:|---:|---:|"]
     for name in EXPERIMENTS:
         path = root / name / "results.json"

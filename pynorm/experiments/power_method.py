@@ -402,6 +402,7 @@ def _diagnosis_figure(out_dir, traces: Dict[Tuple, List[Dict[str, Any]]], cfg: C
         row[1].set(ylabel=f"test loss ({form})", title=f"{form} loss: test loss")
         for ax in row:
             ax.set_xscale("symlog", linthresh=10)
+            ax.set_xlim(left=0)
             ax.set_xlabel("step")
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3, which="both")

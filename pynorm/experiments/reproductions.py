@@ -30,7 +30,8 @@ def page(root: pathlib.Path, folder: pathlib.Path = None) -> str:
         out = root / path.parent.name
         lines += [f"## {result['name']} ({result['mode']})", "", f"Paper: {result['paper']}", "",
                   f"Command: `pynorm run {result['name']} --{result['mode']} --out {out}`; "
-                  f"wall time {result['wall_time_s'] / 60:.0f} min ({result['started']} to {result['finished']}); "
+                  f"wall time {result['wall_time_s'] / 60:.0f} min ({result['started']} to {result['finished']}; a "
+                  "resumed run counts only what it computed); "
                   f"seeds {result['seeds']}; status {result['status']}.", "",
                   "Settings: " + ", ".join(f"{k}={v}" for k, v in result["config"].items()) + ".", "",
                   "| quantity | pynorm | paper | verdict | note |", "|---|---|---|---|---|"]
