@@ -33,6 +33,7 @@ Conventions (the same for every op; docs/call_path.md has the full list):
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import numbers
 import os
@@ -373,32 +374,50 @@ def _torch_dtypes() -> "dict[Any, np.dtype]":
     return table
 
 
-class TorchAdapter(Adapter):
-    """torch CUDA tensors; outputs are torch tensors on the input's device."""
+class GpuAdapter(Adapter):
+    """A GPU array library; it also reads any other library's GPU array, without a copy
+    (``wrap``), and allocates outputs on the input's device."""
 
-    name = "torch"
-
-    def owns(self, a):
-        return _is_torch_tensor(a) and a.is_cuda
+    library = ""  # the module to import
 
     def available(self) -> bool:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return importlib.util.find_spec(self.library) is not None
+
+    def wrap(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    def supported(self, a: Any) -> bool:
+        raise NotImplementedError
 
     def convert(self, a, name, fn):
-        import torch
-
-        if not isinstance(a, torch.Tensor):  # another library's GPU array, read without a copy
-            a = torch.as_tensor(a, device="cuda") if hasattr(a, "__cuda_array_interface__") else torch.from_dlpack(a)
-        if a.dtype not in _torch_dtypes():
+        if not self.owns(a):
+            a = self.wrap(a)
+        if not self.supported(a):
             raise _unsupported(name, fn, str(a.dtype).replace("torch.", ""))
         return a
 
     def view(self, a, name, fn):
         return a
+
+    def address(self, a):
+        return self.pointer(a)
+
+
+class TorchAdapter(GpuAdapter):
+    """torch CUDA tensors."""
+
+    name = library = "torch"
+
+    def owns(self, a):
+        return _is_torch_tensor(a) and a.is_cuda
+
+    def wrap(self, a):
+        import torch
+
+        return torch.as_tensor(a, device="cuda") if hasattr(a, "__cuda_array_interface__") else torch.from_dlpack(a)
+
+    def supported(self, a):
+        return a.dtype in _torch_dtypes()
 
     def dtype(self, a):
         return _torch_dtypes()[a.dtype]
@@ -408,8 +427,6 @@ class TorchAdapter(Adapter):
 
     def pointer(self, a):
         return int(a.data_ptr())
-
-    address = pointer
 
     def is_contiguous(self, a):
         return a.is_contiguous()
@@ -437,40 +454,27 @@ class TorchAdapter(Adapter):
         dst.copy_(src)
 
 
-class CupyAdapter(Adapter):
-    """CuPy arrays; outputs are CuPy arrays on the input's device."""
+class CupyAdapter(GpuAdapter):
+    """CuPy arrays."""
 
-    name = "cupy"
+    name = library = "cupy"
 
     def owns(self, a):
         return "cupy" in sys.modules and isinstance(a, sys.modules["cupy"].ndarray)
 
-    def available(self) -> bool:
-        try:
-            import cupy  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def convert(self, a, name, fn):
+    def wrap(self, a):
         import cupy
 
-        if not isinstance(a, cupy.ndarray):  # another library's GPU array, read without a copy
-            a = cupy.asarray(a) if hasattr(a, "__cuda_array_interface__") else cupy.from_dlpack(a)
-        if a.dtype not in DTYPE_CODES:
-            raise _unsupported(name, fn, a.dtype)
-        return a
+        return cupy.asarray(a) if hasattr(a, "__cuda_array_interface__") else cupy.from_dlpack(a)
 
-    def view(self, a, name, fn):
-        return a
+    def supported(self, a):
+        return a.dtype in DTYPE_CODES
 
     def strides(self, a):
         return tuple(s // a.itemsize for s in a.strides)
 
     def pointer(self, a):
         return int(a.data.ptr)
-
-    address = pointer
 
     def device(self, a):
         return a.device.id
@@ -802,8 +806,6 @@ def _gpu_backend(fn: str, names: Tuple[str, ...], arrays: Tuple[Any, ...]) -> Gp
 @functools.lru_cache(maxsize=None)
 def _cuda_status() -> Tuple[Any, str]:
     """(module or None, reason it cannot run or '')."""
-    import importlib.util
-
     if importlib.util.find_spec(f"{__package__}._cuda") is None:
         return None, "not built (this build has no pynorm._cuda; rebuild with nvcc on PATH, e.g. PYNORM_CUDA=ON pip install .)"
     try:
