@@ -8,6 +8,9 @@ torch = pytest.importorskip("torch")
 import pynorm.torch as pt  # noqa: E402
 from tolerances import assert_close  # noqa: E402
 
+# opcheck and torch.compile call torch.jit.script internally, which warns that it is deprecated
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script:DeprecationWarning")
+
 NORM_PAIRS = [
     (pt.LayerNorm, torch.nn.LayerNorm, dict()),
     (pt.LayerNorm, torch.nn.LayerNorm, dict(bias=False)),

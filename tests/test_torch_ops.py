@@ -14,6 +14,9 @@ import torch.nn.functional as F  # noqa: E402
 import pynorm.torch as pt  # noqa: E402
 from tolerances import LINEAR_ATTENTION_NORMALIZED_FLOAT64, TOLERANCES, assert_close  # noqa: E402
 
+# opcheck and torch.compile call torch.jit.script internally, which warns that it is deprecated
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script:DeprecationWarning")
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SHAPE = (3, 5, 96)  # 15 rows: several rows per reduction block, a row length that is not a vector multiple
 ops = torch.ops.pynorm
