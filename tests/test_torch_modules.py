@@ -66,7 +66,11 @@ def test_norm_modules_match_torch_nn(ours, theirs, kwargs, dtype_name):
 
 def test_dyt_module_parameters_and_composite():
     m = pt.DyT(16, alpha0=0.8)
-    assert [(n, tuple(p.shape)) for n, p in m.named_parameters()] == [("alpha", (1,)), ("weight", (16,)), ("bias", (16,))]
+    assert [(n, tuple(p.shape)) for n, p in m.named_parameters()] == [
+        ("alpha", (1,)),
+        ("weight", (16,)),
+        ("bias", (16,)),
+    ]
     assert m.alpha.item() == pytest.approx(0.8) and torch.equal(m.weight.data, torch.ones(16)) and not m.bias.any()
     no_bias = pt.DyT((2, 8), bias=False, dtype=torch.float64)
     assert no_bias.bias is None and list(no_bias.state_dict()) == ["alpha", "weight"]
@@ -96,7 +100,9 @@ class _Custom(torch.nn.LayerNorm):
 def _model():
     torch.manual_seed(0)
     inner = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.RMSNorm(8, eps=1e-6))
-    return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), inner, _Custom(8), torch.nn.LayerNorm(8, bias=False))
+    return torch.nn.Sequential(
+        torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), inner, _Custom(8), torch.nn.LayerNorm(8, bias=False)
+    )
 
 
 def test_replace_norms_in_place():
@@ -130,7 +136,9 @@ def _compile_model(dtype):
 def _eager_and_compiled(backend, dtype):
     model = _compile_model(dtype)
     x = torch.randn(4, 7, 16, dtype=dtype)
-    weights = torch.randn(4, 7, 32, dtype=dtype)  # a loss whose gradient does not vanish (sum(y^2) is ~constant after RMSNorm)
+    weights = torch.randn(
+        4, 7, 32, dtype=dtype
+    )  # a loss whose gradient does not vanish (sum(y^2) is ~constant after RMSNorm)
     results = []
     for fn in (model, torch.compile(model, fullgraph=True, backend=backend)):
         model.zero_grad()
@@ -156,7 +164,6 @@ def test_compile_fullgraph_inductor_matches_eager():
     eager, compiled = _eager_and_compiled("inductor", torch.float64)
     for a, b in zip(eager, compiled):
         assert_close(b.numpy(), a.numpy(), "float64", "compiled vs eager")
-
 
 
 def test_bench_command_runs_and_writes_json(tmp_path, capsys):

@@ -5,14 +5,13 @@ import subprocess
 import sys
 import tracemalloc
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import pynorm.torch as pt  # noqa: E402
-from tolerances import LINEAR_ATTENTION_NORMALIZED_FLOAT64, TOLERANCES, assert_close  # noqa: E402
+from tolerances import LINEAR_ATTENTION_NORMALIZED_FLOAT64, assert_close  # noqa: E402
 
 # opcheck and torch.compile call torch.jit.script internally, which warns that it is deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script:DeprecationWarning")
@@ -186,9 +185,13 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x, w, b: pt.layer_norm(x, (2, 10), w, b), (x, w2, b2))
     q, k, v = leaf(2, 9, 4), leaf(2, 9, 4, seed=1), leaf(2, 9, 3, seed=2)
     for causal in (False, True):
-        assert torch.autograd.gradcheck(lambda q, k, v: pt.linear_attention(q, k, v, causal=causal, scale=0.5), (q, k, v))
+        assert torch.autograd.gradcheck(
+            lambda q, k, v: pt.linear_attention(q, k, v, causal=causal, scale=0.5), (q, k, v)
+        )
     qp, kp = (a.detach().abs().requires_grad_() for a in (q, k))
-    assert torch.autograd.gradcheck(lambda q, k, v: pt.linear_attention(q, k, v, causal=True, normalize=True), (qp, kp, v))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: pt.linear_attention(q, k, v, causal=True, normalize=True), (qp, kp, v)
+    )
 
 
 def test_multi_axis_normalized_shape_matches_torch():
@@ -229,7 +232,11 @@ def _numpy_peak_bytes(fn):
 def test_contiguous_inputs_are_not_copied():
     x = _data((256, 1024), torch.float32)  # 1 MiB
     w = torch.ones(1024)
-    for fn in (lambda x: ops.rms_norm(x, w, 1e-6), lambda x: ops.layer_norm(x, w, None, 1e-5), lambda x: ops.dyt(x, torch.ones(1), w, None)):
+    for fn in (
+        lambda x: ops.rms_norm(x, w, 1e-6),
+        lambda x: ops.layer_norm(x, w, None, 1e-5),
+        lambda x: ops.dyt(x, torch.ones(1), w, None),
+    ):
         fn(x)  # the output buffer now sits in pynorm's cache, free again: the next call reuses it
         assert _numpy_peak_bytes(lambda: fn(x)) < x.numel()  # < a quarter of x's bytes: no copy of x
         # the same measure sees the one copy of a transposed input (the test can fail)

@@ -75,7 +75,9 @@ def _detached(*tensors):
 
 
 @torch.library.custom_op("pynorm::layer_norm", mutates_args=())
-def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+def layer_norm(
+    x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
+) -> Tuple[Tensor, Tensor, Tensor]:
     """LayerNorm over the last axis: ``(y, mean, rstd)``, the statistics one per row."""
     x, weight, bias = _detached(x, weight, bias)
     return tuple(_as_tensor(a) for a in pynorm.layer_norm(x, weight, bias, eps, return_stats=True))
@@ -135,7 +137,9 @@ def _(x, weight, eps):
 
 
 @torch.library.custom_op("pynorm::rms_norm_backward", mutates_args=())
-def rms_norm_backward(dy: Tensor, x: Tensor, weight: Optional[Tensor], rstd: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
+def rms_norm_backward(
+    dy: Tensor, x: Tensor, weight: Optional[Tensor], rstd: Tensor, eps: float
+) -> Tuple[Tensor, Tensor]:
     """Gradients of :func:`rms_norm`: ``(dx, dweight)`` from the saved rstd."""
     dy, x, weight, rstd = _detached(dy, x, weight, rstd)
     dx, dweight = pynorm.rms_norm_backward(dy, x, weight, eps, rstd=rstd)
@@ -211,7 +215,9 @@ dyt.register_autograd(_dyt_grad, setup_context=_dyt_setup)
 
 
 @torch.library.custom_op("pynorm::linear_attention", mutates_args=())
-def linear_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, normalize: bool, eps: float, scale: float) -> Tensor:
+def linear_attention(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, normalize: bool, eps: float, scale: float
+) -> Tensor:
     """Linear attention (see :func:`pynorm.linear_attention`): out of shape (..., N, Dv)."""
     q, k, v = _detached(q, k, v)
     return _as_tensor(pynorm.linear_attention(q, k, v, causal=causal, normalize=normalize, eps=eps, scale=scale))

@@ -190,7 +190,8 @@ def _format(row: dict) -> str:
     shape = "x".join(str(s) for s in row["shape"])
     bound = row.get("pynorm_fraction_of_copy_bound")
     extra = "" if bound is None else f"  {bound:5.2f} {row['torch_fraction_of_copy_bound']:5.2f}"
-    return f"{row['case']:<52} {shape:>11} {row['pynorm_s'] * 1e3:10.3f} {row['torch_s'] * 1e3:10.3f} {row['speedup']:7.2f}x{extra}"
+    times = f"{row['pynorm_s'] * 1e3:10.3f} {row['torch_s'] * 1e3:10.3f} {row['speedup']:7.2f}x"
+    return f"{row['case']:<52} {shape:>11} {times}{extra}"
 
 
 def main(argv=None) -> int:
@@ -198,14 +199,18 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and pynorm (default 2)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per case; the best counts (default 7)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows, the machine and the settings as JSON")
-    parser.add_argument("--quick", action="store_true", help="small shapes: checks that the benchmark runs, times nothing useful")
+    parser.add_argument(
+        "--quick", action="store_true", help="small shapes: checks that the benchmark runs, times nothing useful"
+    )
     args = parser.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:
         parser.error("--threads and --repeats must be positive")
     torch.set_num_threads(args.threads)
     pynorm.set_num_threads(args.threads)
     norm_shape, block = (QUICK_NORM_SHAPE, QUICK_BLOCK) if args.quick else (NORM_SHAPE, BLOCK)
-    print(f"{'case':<52} {'shape':>11} {'pynorm ms':>10} {'torch ms':>10} {'speedup':>8}  of copy bound (pynorm, torch)")
+    print(
+        f"{'case':<52} {'shape':>11} {'pynorm ms':>10} {'torch ms':>10} {'speedup':>8}  of copy bound (pynorm, torch)"
+    )
     rows = []
     for part in (lambda: norm_rows(norm_shape, args.repeats), lambda: [block_row(**block, repeats=args.repeats)],
                  lambda: overhead_rows(args.repeats)):  # fmt: skip

@@ -21,7 +21,9 @@ Shape = Union[int, Sequence[int]]
 def _as_shape(normalized_shape: Shape, fn: str) -> tuple:
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if not shape or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"{fn}: normalized_shape must be a positive int or a non-empty sequence of them, got {normalized_shape!r}")
+        raise ValueError(
+            f"{fn}: normalized_shape must be a positive int or a non-empty sequence of them, got {normalized_shape!r}"
+        )
     return shape
 
 
@@ -61,7 +63,9 @@ def layer_norm(
     fn = "pynorm.torch.layer_norm"
     shape = _as_shape(normalized_shape, fn)
     x = _flatten_last(input, shape, fn)
-    y, _, _ = _ops.layer_norm(x, _flat_param(weight, shape, fn, "weight"), _flat_param(bias, shape, fn, "bias"), float(eps))
+    y, _, _ = _ops.layer_norm(
+        x, _flat_param(weight, shape, fn, "weight"), _flat_param(bias, shape, fn, "bias"), float(eps)
+    )
     return _unflatten(y, input, shape)
 
 

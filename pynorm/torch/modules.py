@@ -9,13 +9,11 @@ still sees a LayerNorm.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Union
+from typing import Dict
 
 import torch
 
 from . import functional
-
-_Shape = Union[int, Sequence[int]]
 
 
 class LayerNorm(torch.nn.LayerNorm):
@@ -43,11 +41,11 @@ class DyT(torch.nn.Module):
     ``normalized_shape``.
     """
 
-    def __init__(self, normalized_shape: _Shape, alpha0: float = 0.5, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self, normalized_shape: functional.Shape, alpha0: float = 0.5, bias: bool = True, device=None, dtype=None
+    ):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-        if not shape or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise ValueError(f"pynorm.torch.DyT: normalized_shape must be a positive int or a non-empty sequence of them, got {normalized_shape!r}")
+        shape = functional._as_shape(normalized_shape, "pynorm.torch.DyT")
         factory = {"device": device, "dtype": dtype}
         self.normalized_shape = shape
         self.alpha0 = float(alpha0)
@@ -68,7 +66,9 @@ class DyT(torch.nn.Module):
 def _pynorm_twin(module: torch.nn.Module) -> torch.nn.Module:
     """A pynorm module computing what ``module`` computes, holding the same Parameter objects."""
     if type(module) is torch.nn.LayerNorm:
-        twin = LayerNorm(module.normalized_shape, module.eps, module.elementwise_affine, module.bias is not None, device="meta")
+        twin = LayerNorm(
+            module.normalized_shape, module.eps, module.elementwise_affine, module.bias is not None, device="meta"
+        )
     else:
         twin = RMSNorm(module.normalized_shape, module.eps, module.elementwise_affine, device="meta")
     for name, param in module.named_parameters(recurse=False):
@@ -89,8 +89,14 @@ def replace_norms(model: torch.nn.Module) -> Dict[str, torch.nn.Module]:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"pynorm.torch.replace_norms: model must be a torch.nn.Module, got {type(model).__name__}")
     if type(model) in (torch.nn.LayerNorm, torch.nn.RMSNorm):
-        raise ValueError("pynorm.torch.replace_norms: model is itself a norm; use pynorm.torch.LayerNorm / RMSNorm directly")
-    targets = [(name, m) for name, m in model.named_modules(remove_duplicate=False) if type(m) in (torch.nn.LayerNorm, torch.nn.RMSNorm)]
+        raise ValueError(
+            "pynorm.torch.replace_norms: model is itself a norm; use pynorm.torch.LayerNorm / RMSNorm directly"
+        )
+    targets = [
+        (name, m)
+        for name, m in model.named_modules(remove_duplicate=False)
+        if type(m) in (torch.nn.LayerNorm, torch.nn.RMSNorm)
+    ]
     for name, module in targets:  # in the model's order
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, _pynorm_twin(module))
