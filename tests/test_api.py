@@ -67,8 +67,12 @@ def test_internal_module_guards_its_boundary():
                 eps=1e-5, center=True, scale=True, threads=0)
     core.norm_forward(**call)
     assert np.allclose(y, 0)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="keyword arguments only"):
         core.norm_forward(*call.values())
+    with pytest.raises(TypeError, match="missing keyword argument 'threads'"):
+        core.norm_forward(**{k: v for k, v in call.items() if k != "threads"})
+    with pytest.raises(TypeError, match="x_row_stride has the wrong type"):
+        core.norm_forward(**{**call, "x_row_stride": 8.0})
     for change, message in [({"rows": 5}, "x is smaller than"), ({"x_row_stride": 9}, "x is smaller than"),
                             ({"y": y[:3]}, "y is smaller than"), ({"weight": np.ones(7, np.float32)}, "weight is smaller"),
                             ({"mean": np.ones(3, np.float32)}, "mean is smaller"), ({"dtype": 1}, "wrong itemsize"),

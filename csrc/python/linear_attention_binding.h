@@ -20,9 +20,9 @@ void* contiguous_matrices(const py::object& o, int64_t problems, int64_t n, int6
 
 template <class B> void bind_linear_attention(py::module_& m) {
   using Strides = std::array<int64_t, 2>;
-  m.def(
-      "linear_attention_forward",
-      [](const py::object& q, const Strides& q_strides, const py::object& k, const Strides& k_strides,
+  def_call(
+      m, "linear_attention_forward",
+      +[](const py::object& q, const Strides& q_strides, const py::object& k, const Strides& k_strides,
          const py::object& v, const Strides& v_strides, const py::object& out, int64_t problems, int64_t n,
          int64_t key_dim, int64_t value_dim, int dtype, double scale, double eps, bool causal, bool normalize,
          const typename B::Context& where) {
@@ -43,15 +43,15 @@ template <class B> void bind_linear_attention(py::module_& m) {
         a.normalize = normalize;
         B::run(where, a, t, linear_attention_work(problems, n, key_dim, value_dim, causal));
       },
-      py::kw_only(), "q"_a, "q_strides"_a, "k"_a, "k_strides"_a, "v"_a, "v_strides"_a, "out"_a, "problems"_a, "n"_a,
-      "key_dim"_a, "value_dim"_a, "dtype"_a, "scale"_a, "eps"_a, "causal"_a, "normalize"_a, py::arg(B::context),
+      {"q", "q_strides", "k", "k_strides", "v", "v_strides", "out", "problems", "n", "key_dim", "value_dim",
+       "dtype", "scale", "eps", "causal", "normalize", B::context},
       "out = scale * sum_j (q_i . k_j) v_j (causal: j <= i; normalize: divided by\n"
       "scale * sum_j (q_i . k_j) + eps) for q, k [problems, n, key_dim], v [problems, n, value_dim];\n"
       "out is contiguous [problems, n, value_dim].");
 
-  m.def(
-      "linear_attention_backward",
-      [](const py::object& dout, const Strides& dout_strides, const py::object& q, const Strides& q_strides,
+  def_call(
+      m, "linear_attention_backward",
+      +[](const py::object& dout, const Strides& dout_strides, const py::object& q, const Strides& q_strides,
          const py::object& k, const Strides& k_strides, const py::object& v, const Strides& v_strides,
          const py::object& dq, const py::object& dk, const py::object& dv, int64_t problems, int64_t n,
          int64_t key_dim, int64_t value_dim, int dtype, double scale, double eps, bool causal, bool normalize,
@@ -76,9 +76,8 @@ template <class B> void bind_linear_attention(py::module_& m) {
         a.normalize = normalize;
         B::run(where, a, t, 3 * linear_attention_work(problems, n, key_dim, value_dim, causal));
       },
-      py::kw_only(), "dout"_a, "dout_strides"_a, "q"_a, "q_strides"_a, "k"_a, "k_strides"_a, "v"_a, "v_strides"_a,
-      "dq"_a, "dk"_a, "dv"_a, "problems"_a, "n"_a, "key_dim"_a, "value_dim"_a, "dtype"_a, "scale"_a, "eps"_a,
-      "causal"_a, "normalize"_a, py::arg(B::context),
+      {"dout", "dout_strides", "q", "q_strides", "k", "k_strides", "v", "v_strides", "dq", "dk", "dv",
+       "problems", "n", "key_dim", "value_dim", "dtype", "scale", "eps", "causal", "normalize", B::context},
       "dq, dk, dv (contiguous, the shapes of q, k, v) of linear_attention_forward for the gradient\n"
       "dout [problems, n, value_dim]; the backward recomputes what it needs from q, k, v.");
 }

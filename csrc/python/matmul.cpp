@@ -15,9 +15,9 @@ StridedMatrix strided_in(const py::object& o, int64_t rows, int64_t cols, int64_
 }  // namespace
 
 void register_matmul(py::module_& m) {
-  m.def(
-      "matmul",
-      [](const py::object& a, int64_t a_row_stride, const py::object& b, int64_t b_row_stride, const py::object& add,
+  def_call(
+      m, "matmul",
+      +[](const py::object& a, int64_t a_row_stride, const py::object& b, int64_t b_row_stride, const py::object& add,
          int64_t add_row_stride, const py::object& out, int64_t m, int64_t k, int64_t n, int dtype, int threads) {
         const DType t = dtype_from_code(dtype, Cpu::module);
         require_sizes({m, k, n}, Cpu::module);
@@ -31,14 +31,13 @@ void register_matmul(py::module_& m) {
         args.out = Cpu::out(out, rows_region(m, n, n), t, "out");
         Cpu::run(threads, args, t, matmul_work(m, k, n, itemsize(t)));
       },
-      py::kw_only(), "a"_a, "a_row_stride"_a, "b"_a, "b_row_stride"_a, "add"_a, "add_row_stride"_a, "out"_a, "m"_a,
-      "k"_a, "n"_a, "dtype"_a, "threads"_a,
+      {"a", "a_row_stride", "b", "b_row_stride", "add", "add_row_stride", "out", "m", "k", "n", "dtype", "threads"},
       "out = a @ b (+ add) for a [m, k], b [k, n], add [m, n] or None (row strides in elements, last\n"
       "axes contiguous); out is contiguous [m, n].");
 
-  m.def(
-      "matmul_tn",
-      [](const py::object& a, int64_t a_row_stride, const py::object& b, int64_t b_row_stride, const py::object& out,
+  def_call(
+      m, "matmul_tn",
+      +[](const py::object& a, int64_t a_row_stride, const py::object& b, int64_t b_row_stride, const py::object& out,
          int64_t rows, int64_t m, int64_t n, int dtype, int threads) {
         const DType t = dtype_from_code(dtype, Cpu::module);
         require_sizes({rows, m, n}, Cpu::module);
@@ -51,8 +50,7 @@ void register_matmul(py::module_& m) {
         args.out = Cpu::out(out, rows_region(m, n, n), t, "out");
         Cpu::run(threads, args, t, matmul_work(rows, m, n, itemsize(t)));
       },
-      py::kw_only(), "a"_a, "a_row_stride"_a, "b"_a, "b_row_stride"_a, "out"_a, "rows"_a, "m"_a, "n"_a, "dtype"_a,
-      "threads"_a,
+      {"a", "a_row_stride", "b", "b_row_stride", "out", "rows", "m", "n", "dtype", "threads"},
       "out = a^T @ b, the sum over the rows r of outer(a_r, b_r), for a [rows, m], b [rows, n]; out is\n"
       "contiguous [m, n]; the rows are summed in a fixed partition and order.");
 }

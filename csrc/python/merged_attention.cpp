@@ -28,9 +28,9 @@ void set_common(Args& a, int64_t problems, int64_t n, int64_t d, const py::objec
 
 void register_merged_attention(py::module_& m) {
   using Strides = std::array<int64_t, 2>;
-  m.def(
-      "merged_attention_forward",
-      [](const py::object& x, const Strides& x_strides, const py::object& w, const py::object& v,
+  def_call(
+      m, "merged_attention_forward",
+      +[](const py::object& x, const Strides& x_strides, const py::object& w, const py::object& v,
          const py::object& out, int64_t problems, int64_t n, int64_t d, int dtype, double scale, bool residual,
          int threads) {
         const DType t = dtype_from_code(dtype, Cpu::module);
@@ -39,14 +39,13 @@ void register_merged_attention(py::module_& m) {
         a.out = contiguous_matrices<Cpu>(out, problems, n, d, t, "out");
         Cpu::run(threads, a, t, merged_attention_work(problems, n, d, itemsize(t)));
       },
-      py::kw_only(), "x"_a, "x_strides"_a, "w"_a, "v"_a, "out"_a, "problems"_a, "n"_a, "d"_a, "dtype"_a, "scale"_a,
-      "residual"_a, "threads"_a,
+      {"x", "x_strides", "w", "v", "out", "problems", "n", "d", "dtype", "scale", "residual", "threads"},
       "out = scale * (x W^T) (x^T (x V^T)) (+ x) per problem of x [problems, n, d]; W, V contiguous\n"
       "[d, d]; out contiguous [problems, n, d].");
 
-  m.def(
-      "merged_attention_backward",
-      [](const py::object& dout, const Strides& dout_strides, const py::object& x, const Strides& x_strides,
+  def_call(
+      m, "merged_attention_backward",
+      +[](const py::object& dout, const Strides& dout_strides, const py::object& x, const Strides& x_strides,
          const py::object& w, const py::object& v, const py::object& dx, const py::object& dw, const py::object& dv,
          int64_t problems, int64_t n, int64_t d, int dtype, double scale, bool residual, int threads) {
         const DType t = dtype_from_code(dtype, Cpu::module);
@@ -58,8 +57,8 @@ void register_merged_attention(py::module_& m) {
         a.dv = Cpu::out(dv, rows_region(d, d, d), t, "dV");
         Cpu::run(threads, a, t, merged_attention_work(problems, n, d, itemsize(t)));
       },
-      py::kw_only(), "dout"_a, "dout_strides"_a, "x"_a, "x_strides"_a, "w"_a, "v"_a, "dx"_a, "dw"_a, "dv"_a,
-      "problems"_a, "n"_a, "d"_a, "dtype"_a, "scale"_a, "residual"_a, "threads"_a,
+      {"dout", "dout_strides", "x", "x_strides", "w", "v", "dx", "dw", "dv", "problems", "n", "d", "dtype",
+       "scale", "residual", "threads"},
       "dx (contiguous, x's shape), dW and dV (contiguous [d, d], summed over the problems in a fixed\n"
       "order) of merged_attention_forward for the gradient dout.");
 }
