@@ -26,6 +26,8 @@ from .ops import (
     merged_linear_attention_backward,
     rms_norm,
     rms_norm_backward,
+    softmax_attention,
+    softmax_attention_backward,
 )
 
 __version__ = "0.1.0"
@@ -46,6 +48,8 @@ __all__ = [
     "set_num_threads",
     "show_config",
     "simd_level",
+    "softmax_attention",
+    "softmax_attention_backward",
 ]
 
 

@@ -89,3 +89,14 @@ def linear_attention(q, k, v, dout, causal, normalize, eps=1e-6, scale=1.0):
         out = out / (scores.sum(-1, keepdim=True) + eps)
     dq, dk, dv = grads(out, dout, qt, kt, vt)
     return out.detach().numpy(), dq, dk, dv
+
+
+def softmax_attention(q, k, v, dout, causal, scale=None):
+    """Softmax attention by torch.nn.functional.scaled_dot_product_attention (float64, CPU)
+    and its gradients; returns (out, dq, dk, dv)."""
+    qt, kt, vt = to_torch(q), to_torch(k), to_torch(v)
+    out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+    if out.numel() == 0:  # autograd of an empty output: zero gradients of the inputs' shapes
+        return out.detach().numpy(), *(np.zeros(t.shape) for t in (qt, kt, vt))
+    dq, dk, dv = grads(out, dout, qt, kt, vt)
+    return out.detach().numpy(), dq, dk, dv

@@ -5,6 +5,7 @@
 #include "pynorm/matmul.h"
 #include "pynorm/merged_attention.h"
 #include "pynorm/norm.h"
+#include "pynorm/softmax_attention.h"
 #include "simd.h"
 
 namespace pynorm {
@@ -20,6 +21,8 @@ template <class T> void matmul(const MatmulArgs&);
 template <class T> void matmul_tn(const MatmulTnArgs&);
 template <class T> void merged_attention_forward(const MergedAttentionArgs&);
 template <class T> void merged_attention_backward(const MergedAttentionBackwardArgs&);
+template <class T> void softmax_attention_forward(const SoftmaxAttentionForwardArgs&);
+template <class T> void softmax_attention_backward(const SoftmaxAttentionBackwardArgs&);
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

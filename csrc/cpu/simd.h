@@ -1,4 +1,4 @@
-// Vector wrappers, 16-bit float conversion, streaming stores, row loops and a vector tanh.
+// Vector wrappers, 16-bit float conversion, streaming stores, row loops, a vector tanh and exp.
 //
 // This header is included only by the kernel files, which are compiled once per instruction
 // set with -DPYNORM_ISA=<level>. Everything here lives in namespace pynorm::<level> (and is
@@ -52,6 +52,7 @@ typedef float vf32 __attribute__((vector_size(PYNORM_VEC_BYTES)));
 typedef double vf64 __attribute__((vector_size(PYNORM_VEC_BYTES)));
 typedef int64_t vi64 __attribute__((vector_size(PYNORM_VEC_BYTES)));
 typedef uint32_t vu32 __attribute__((vector_size(PYNORM_VEC_BYTES)));
+typedef int32_t vi32 __attribute__((vector_size(PYNORM_VEC_BYTES)));
 typedef uint16_t vu16 __attribute__((vector_size(PYNORM_VEC_BYTES / 2)));  // one per float lane
 
 template <class A> struct VecOf;
@@ -711,6 +712,51 @@ inline Vec<A> tanh_vec(Vec<A> z, Vec<A>* derivative) {
       return (vf64)((vi64)(e / (e + 2.0)) | (vi64)sign);
     }
   }
+}
+
+
+// ------------------------------------------------------------------ exp
+// exp(x) lane-wise over the whole range, to about an ulp: Cody-Waite reduction x = k ln2 + r
+// with |r| <= ln2/2 (ln2 split into a short high part, whose products with k are exact, and a
+// low part), exp(r) by its Taylor series by Estrin's scheme (float through r^7: truncation
+// < 1.1e-8 relative; double through r^13: < 5e-18), and 2^k applied as the two factors
+// 2^(k >> 1) 2^(k - (k >> 1)), each a normal number, so that results in the subnormal range
+// are rounded once. x is first clamped to [kLo, kHi]: below kLo (and at -inf) the result rounds
+// to exactly 0, above kHi it is +inf; NaN passes the clamp and gives NaN.
+template <class A> struct ExpConstants;
+template <> struct ExpConstants<float> {
+  using Int = vi32;
+  static constexpr int kTerms = 8, kMantissa = 23, kBias = 127;
+  static constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  static constexpr float kLo = -104.0f, kHi = 89.0f;  // exp(-104) < 2^-150, exp(89) > FLT_MAX
+};
+template <> struct ExpConstants<double> {
+  using Int = vi64;
+  static constexpr int kTerms = 14, kMantissa = 52, kBias = 1023;
+  static constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double kLn2Hi = 0.693145751953125, kLn2Lo = 1.42860682030941723212e-6;
+  static constexpr double kLo = -750.0, kHi = 710.0;  // exp(-750) < 2^-1075, exp(710) > DBL_MAX
+};
+
+template <class A> inline Vec<A> exp_vec(Vec<A> x) {
+  using C = ExpConstants<A>;
+  using Int = typename C::Int;
+  const Vec<A> xc = clamp_vec(x, splat<A>(C::kLo), splat<A>(C::kHi));
+  const Vec<A> shifted = xc * A(1.4426950408889634074) + C::kShifter;
+  const Vec<A> k = shifted - C::kShifter;  // round(x / ln2)
+  const Vec<A> r = fmadd(k, splat<A>(-C::kLn2Lo), fmadd(k, splat<A>(-C::kLn2Hi), xc));
+  A coef[C::kTerms];
+  A factorial = 1;
+  coef[0] = 1;
+  for (int j = 1; j < C::kTerms; ++j) coef[j] = A(1) / (factorial *= A(j));
+  const Vec<A> p = polynomial<A>(r, coef);
+  // 2^k from its bits: the shifted value's low bits hold k (|k| is small).
+  const Int k_int = (Int)shifted - (Int)splat<A>(C::kShifter);
+  const Int k_half = k_int >> 1;
+  const Vec<A> scale1 = (Vec<A>)((k_half + C::kBias) << C::kMantissa);
+  const Vec<A> scale2 = (Vec<A>)((k_int - k_half + C::kBias) << C::kMantissa);
+  return (p * scale1) * scale2;
 }
 
 }  // namespace PYNORM_ISA

@@ -23,6 +23,8 @@ const KernelTable& kernel_table() {
       PYNORM_PER_DTYPE(matmul_tn),
       PYNORM_PER_DTYPE(merged_attention_forward),
       PYNORM_PER_DTYPE(merged_attention_backward),
+      PYNORM_PER_DTYPE(softmax_attention_forward),
+      PYNORM_PER_DTYPE(softmax_attention_backward),
   };
   return table;
 }

@@ -68,6 +68,8 @@ struct Cpu {
   static void launch(const MatmulTnArgs& a, DType t) { kernels().matmul_tn[int(t)](a); }
   static void launch(const MergedAttentionArgs& a, DType t) { kernels().merged_attention_forward[int(t)](a); }
   static void launch(const MergedAttentionBackwardArgs& a, DType t) { kernels().merged_attention_backward[int(t)](a); }
+  static void launch(const SoftmaxAttentionForwardArgs& a, DType t) { kernels().softmax_attention_forward[int(t)](a); }
+  static void launch(const SoftmaxAttentionBackwardArgs& a, DType t) { kernels().softmax_attention_backward[int(t)](a); }
 
  private:
   static std::string message(const char* name, const char* what) { return std::string(module) + ": " + name + " " + what; }

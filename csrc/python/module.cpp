@@ -11,6 +11,7 @@ void register_dyt(py::module_& m);
 void register_linear_attention(py::module_& m);
 void register_matmul(py::module_& m);
 void register_merged_attention(py::module_& m);
+void register_softmax_attention(py::module_& m);
 
 // kDTypes as ((name, code, itemsize, accumulate name), ...): pynorm/_array.py's dtype table.
 py::tuple dtype_table() {
@@ -49,4 +50,5 @@ PYBIND11_MODULE(_core, m) {
   pynorm::register_linear_attention(m);
   pynorm::register_matmul(m);
   pynorm::register_merged_attention(m);
+  pynorm::register_softmax_attention(m);
 }

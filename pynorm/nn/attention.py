@@ -3,7 +3,6 @@ multi-head softmax attention. Inputs are (..., N, dim): one token per row."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import numpy as np
@@ -15,10 +14,6 @@ from .module import Module
 
 linear_attention = _pynorm.linear_attention
 linear_attention_backward = _pynorm.linear_attention_backward
-
-
-def _t(a: np.ndarray) -> np.ndarray:
-    return np.swapaxes(a, -1, -2)
 
 
 class LinearAttention(Module):
@@ -117,9 +112,10 @@ class LinearAttention(Module):
 
 
 class SoftmaxAttention(Module):
-    """Multi-head scaled dot-product self-attention (plain NumPy), as torch's
-    ``nn.MultiheadAttention`` computes it: ``softmax(q k^T / sqrt(head_dim) + mask) v``
-    per head, then an output projection.
+    """Multi-head scaled dot-product self-attention, as torch's ``nn.MultiheadAttention``
+    computes it: ``softmax(q k^T / sqrt(head_dim) + mask) v`` per head, then an output
+    projection. The attention runs on :func:`pynorm.softmax_attention` (its backward recomputes
+    the probabilities, so only q, k and v are saved); the projections are NumPy.
 
     ``causal`` masks future tokens; ``qkv_bias`` / ``out_bias`` switch the biases of the
     input and output projections.
@@ -151,22 +147,12 @@ class SoftmaxAttention(Module):
         if x.ndim < 2:
             raise ValueError(f"SoftmaxAttention: x must have shape (..., N, {self.dim}), got {x.shape}")
         q, k, v = (self._split(p(x)) for p in (self.q_proj, self.k_proj, self.v_proj))
-        scores = (q @ _t(k)) * (1.0 / math.sqrt(self.head_dim))
-        if self.causal:
-            n = scores.shape[-1]
-            scores = np.where(np.tri(n, dtype=bool), scores, -np.inf)
-        scores -= scores.max(-1, keepdims=True)
-        probs = np.exp(scores)
-        probs /= probs.sum(-1, keepdims=True)
-        self.save(q, k, v, probs)
-        return self.out_proj(self._merge(probs @ v))
+        self.save(q, k, v)
+        return self.out_proj(self._merge(_pynorm.softmax_attention(q, k, v, causal=self.causal)))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        q, k, v, probs = self.saved()
+        q, k, v = self.saved()
         dout = self._split(self.out_proj.backward(dy))
-        dprobs = dout @ _t(v)
-        dv = _t(probs) @ dout
-        dscores = probs * (dprobs - (dprobs * probs).sum(-1, keepdims=True)) * (1.0 / math.sqrt(self.head_dim))
-        dq, dk = dscores @ k, _t(dscores) @ q
+        dq, dk, dv = _pynorm.softmax_attention_backward(dout, q, k, v, causal=self.causal)
         return (self.q_proj.backward(self._merge(dq)) + self.k_proj.backward(self._merge(dk))
                 + self.v_proj.backward(self._merge(dv)))

@@ -5,6 +5,7 @@ from .linear_attention import linear_attention, linear_attention_backward
 from .matmul import matmul
 from .merged_attention import merged_linear_attention, merged_linear_attention_backward
 from .norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from .softmax_attention import softmax_attention, softmax_attention_backward
 
 __all__ = [
     "dyt",
@@ -18,4 +19,6 @@ __all__ = [
     "merged_linear_attention_backward",
     "rms_norm",
     "rms_norm_backward",
+    "softmax_attention",
+    "softmax_attention_backward",
 ]

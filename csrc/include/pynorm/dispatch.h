@@ -9,6 +9,7 @@
 #include "pynorm/matmul.h"
 #include "pynorm/merged_attention.h"
 #include "pynorm/norm.h"
+#include "pynorm/softmax_attention.h"
 
 namespace pynorm {
 
@@ -24,6 +25,8 @@ struct KernelTable {
   void (*matmul_tn[kNumDTypes])(const MatmulTnArgs&);
   void (*merged_attention_forward[kNumDTypes])(const MergedAttentionArgs&);
   void (*merged_attention_backward[kNumDTypes])(const MergedAttentionBackwardArgs&);
+  void (*softmax_attention_forward[kNumDTypes])(const SoftmaxAttentionForwardArgs&);
+  void (*softmax_attention_backward[kNumDTypes])(const SoftmaxAttentionBackwardArgs&);
 };
 
 // The table in use (the best the CPU supports, unless set_simd_level chose a lower one).
