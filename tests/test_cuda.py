@@ -204,7 +204,8 @@ def test_cuda_module_imports_without_a_device():
     ok, why = module.status()
     assert ok == (not reason) and (ok or why)
     with pytest.raises((RuntimeError, ValueError)):
-        module.norm_forward(0, 8, 0, 4, 8, 0, 0, 0, 0, 9, 1e-5, True, True, -1, 0)  # bad dtype code first
+        module.norm_forward(x=0, x_row_stride=8, y=0, rows=4, dim=8, weight=0, bias=0, mean=0, rstd=0,
+                            dtype=9, eps=1e-5, center=True, scale=True, stream=(0, 0))  # bad dtype code first
 
 
 # ------------------------------------------------------------------------------------------
