@@ -70,7 +70,7 @@ class Config:
     vit_lr: float = 2e-3
     vit_patch: int = 2
     vit_d: int = 32
-    vit_layers: int = 2
+    vit_layers: int = 6  # the S-curves are a deep-layer effect (quick and tiny: 2)
     vit_heads: int = 4
     ablations: Tuple[str, ...] = ("identity", "hardtanh", "sigmoid", "no_alpha")
     track_every: int = 50
@@ -87,13 +87,13 @@ class Config:
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(seeds=(0,), vit_steps=400, vit_patch=4, track_every=20, majority_steps=300, majority_batch=100,
+        return cls(seeds=(0,), vit_steps=400, vit_patch=4, vit_layers=2, track_every=20, majority_steps=300, majority_batch=100,
                    majority_sequences=20_000, majority_eval_sequences=1000)
 
     @classmethod
     def tiny(cls) -> "Config":
         """For the tests: seconds."""
-        return cls(norms=("layernorm", "dyt"), seeds=(0,), vit_steps=150, vit_patch=4, ablations=("no_alpha",),
+        return cls(norms=("layernorm", "dyt"), seeds=(0,), vit_steps=150, vit_patch=4, vit_layers=2, ablations=("no_alpha",),
                    track_every=50, majority=False)
 
 

@@ -1,9 +1,10 @@
 """Training speed of the pynorm.nn trainer against its torch twin (eager), in one process.
 
-    python -m pynorm.nn.bench [--threads 2] [--steps 20] [--repeats 5] [--batch-size 128]
+    python -m pynorm.nn.bench [--threads 2] [--steps 20] [--repeats 5] [--only power-method|majority]
 
-P1's configuration (d = 16, n = 32, L = 10, batch 128, SGD), float32 and float64. Both
-sides train on the same batches with the same number of threads: pynorm's kernels and
+Both papers' models at their own batch: P1's looped model (d = 16, n = 32, L = 10, batch 128,
+SGD) in float32 and float64, and P2's majority transformer (d = 8, 50 tokens, 20 symbols,
+batch 6,000 sequences, Adam) in float32. Both sides train on the same batches with the same number of threads: pynorm's kernels and
 torch's intra-op pool get ``--threads``; the trainer runs NumPy's BLAS on one thread, as
 ``Trainer.fit`` does (its small products gain nothing from BLAS threads). Blocks of steps
 alternate between the two and the best block of each counts, as the machine is noisy.
@@ -14,23 +15,35 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 from .models import build_experiment
 from .train import Trainer, single_blas_thread
 from .twin import TorchTwin
 
 
+#: experiment -> (its paper's batch, the data overrides that give ``steps`` batches of it)
+PAPER_BATCH = {"power-method": 128, "majority": 6000}
+
+
+def _data_overrides(name: str, batch_size: int, steps: int) -> Dict[str, int]:
+    if name == "power-method":
+        return {"n_train": steps * batch_size, "n_test": batch_size}
+    return {"n_sequences": max(1000, steps * batch_size * 5 // 4)}  # 80% of them train
+
+
 def benchmark(dtype: str = "float64", threads: int = 2, steps: int = 20, repeats: int = 5,
-              batch_size: int = 128) -> Dict[str, float]:
-    """Steps per second of the pynorm trainer and of the torch twin on P1's configuration;
-    returns ``{"pynorm": ..., "torch": ..., "speedup": pynorm / torch}``."""
+              batch_size: Optional[int] = None, experiment_name: str = "power-method") -> Dict[str, float]:
+    """Steps per second of the pynorm trainer and of the torch twin on one experiment's model
+    (``batch_size`` None: the paper's); returns ``{"pynorm": ..., "torch": ..., "speedup":
+    pynorm / torch}``."""
     import torch
 
     import pynorm
 
-    experiment, config = build_experiment("power-method", dtype, n_train=steps * batch_size, n_test=batch_size,
-                                          batch_size=batch_size, steps=steps, progress=False)
+    batch_size = batch_size or PAPER_BATCH[experiment_name]
+    experiment, config = build_experiment(experiment_name, dtype, batch_size=batch_size, steps=steps,
+                                          progress=False, **_data_overrides(experiment_name, batch_size, steps))
     trainer = Trainer(experiment, config)
     twin = TorchTwin(trainer)
     batches = [trainer.batch(step) for step in range(steps)]
@@ -60,14 +73,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: each paper's")
+    parser.add_argument("--only", choices=sorted(PAPER_BATCH), default=None, help="one model only")
     args = parser.parse_args()
-    print(f"P1 looped model, d=16 n=32 L=10, batch {args.batch_size}, {args.threads} threads each, "
-          f"best of {args.repeats} x {args.steps} steps")
-    for dtype in ("float32", "float64"):
-        r = benchmark(dtype, args.threads, args.steps, args.repeats, args.batch_size)
-        print(f"  {dtype}: pynorm.nn {r['pynorm']:7.1f} steps/s   torch eager {r['torch']:7.1f} steps/s   "
-              f"speedup {r['speedup']:.2f}x")
+    runs = [("power-method", "P1 looped model, d=16 n=32 L=10", ("float32", "float64")),
+            ("majority", "P2 majority transformer, d=8, 50 tokens", ("float32",))]
+    for name, title, dtypes in runs:
+        if args.only not in (None, name):
+            continue
+        batch = args.batch_size or PAPER_BATCH[name]
+        print(f"{title}, batch {batch}, {args.threads} threads each, best of {args.repeats} x {args.steps} steps")
+        for dtype in dtypes:
+            r = benchmark(dtype, args.threads, args.steps, args.repeats, batch, name)
+            print(f"  {dtype}: pynorm.nn {r['pynorm']:7.2f} steps/s ({1 / r['pynorm']:.3f} s/step)   torch eager "
+                  f"{r['torch']:7.2f} steps/s ({1 / r['torch']:.3f} s/step)   speedup {r['speedup']:.2f}x")
 
 
 if __name__ == "__main__":
