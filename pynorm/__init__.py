@@ -15,6 +15,8 @@ from ._array import cuda_config as _cuda_config
 from ._array import threads_value as _threads_value
 from ._core_loader import core as _load_core
 from .ops import (
+    cross_entropy,
+    cross_entropy_backward,
     dyt,
     dyt_backward,
     layer_norm,
@@ -33,6 +35,8 @@ from .ops import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "cross_entropy",
+    "cross_entropy_backward",
     "dyt",
     "dyt_backward",
     "get_num_threads",

@@ -100,3 +100,16 @@ def softmax_attention(q, k, v, dout, causal, scale=None):
         return out.detach().numpy(), *(np.zeros(t.shape) for t in (qt, kt, vt))
     dq, dk, dv = grads(out, dout, qt, kt, vt)
     return out.detach().numpy(), dq, dk, dv
+
+
+def cross_entropy(logits, labels, dloss):
+    """Per-position cross-entropy by torch.nn.functional.cross_entropy(reduction="none") in
+    float64, and its gradient for dloss; returns (loss, dlogits)."""
+    x = to_torch(logits)
+    classes = x.shape[-1]
+    loss = torch.nn.functional.cross_entropy(x.reshape(-1, classes), torch.as_tensor(np.asarray(labels).reshape(-1)),
+                                             reduction="none").reshape(x.shape[:-1])
+    if loss.numel() == 0:
+        return loss.detach().numpy(), np.zeros(x.shape)
+    (dx,) = grads(loss, np.broadcast_to(np.asarray(dloss, np.float64), loss.shape), x)
+    return loss.detach().numpy(), dx

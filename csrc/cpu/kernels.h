@@ -1,5 +1,6 @@
 // The kernel templates each per-ISA copy defines; table.cpp instantiates them per dtype.
 #pragma once
+#include "pynorm/cross_entropy.h"
 #include "pynorm/dyt.h"
 #include "pynorm/linear_attention.h"
 #include "pynorm/matmul.h"
@@ -23,6 +24,8 @@ template <class T> void merged_attention_forward(const MergedAttentionArgs&);
 template <class T> void merged_attention_backward(const MergedAttentionBackwardArgs&);
 template <class T> void softmax_attention_forward(const SoftmaxAttentionForwardArgs&);
 template <class T> void softmax_attention_backward(const SoftmaxAttentionBackwardArgs&);
+template <class T> void cross_entropy_forward(const CrossEntropyForwardArgs&);
+template <class T> void cross_entropy_backward(const CrossEntropyBackwardArgs&);
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

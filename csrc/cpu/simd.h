@@ -739,6 +739,23 @@ template <> struct ExpConstants<double> {
   static constexpr double kLo = -750.0, kHi = 710.0;  // exp(-750) < 2^-1075, exp(710) > DBL_MAX
 };
 
+template <class V> inline auto hmax(V v) {  // the largest lane (NaN lanes may be skipped)
+  if constexpr (sizeof(V) == sizeof(v[0])) {
+    return v[0];
+  } else {
+    const auto lo = halves<false>(v), hi = halves<true>(v);
+    return hmax(lo < hi ? hi : lo);
+  }
+}
+
+// Vector lanes at or past n (of a vector starting at element 0) take `fill`.
+template <class A> inline Vec<A> fill_past(Vec<A> v, int64_t n, A fill) {
+  constexpr int L = kLanes<A>;
+  if (n >= L) return v;
+  const Vec<A> lane = lane_indices<Vec<A>>(std::make_integer_sequence<int, L>{});
+  return lane < A(n) ? v : splat<A>(fill);
+}
+
 template <class A> inline Vec<A> exp_vec(Vec<A> x) {
   using C = ExpConstants<A>;
   using Int = typename C::Int;

@@ -21,23 +21,6 @@ namespace {
 
 constexpr int64_t kRowBlock = 64;  // query rows per block: the block's scores stay in L1/L2
 
-template <class V> inline auto hmax(V v) {  // the largest lane (NaN lanes may be skipped)
-  if constexpr (sizeof(V) == sizeof(v[0])) {
-    return v[0];
-  } else {
-    const auto lo = halves<false>(v), hi = halves<true>(v);
-    return hmax(lo < hi ? hi : lo);
-  }
-}
-
-// Vector lanes at or past n (of a vector starting at element 0) take `fill`.
-template <class A> inline Vec<A> fill_past(Vec<A> v, int64_t n, A fill) {
-  constexpr int L = kLanes<A>;
-  if (n >= L) return v;
-  const Vec<A> lane = lane_indices<Vec<A>>(std::make_integer_sequence<int, L>{});
-  return lane < A(n) ? v : splat<A>(fill);
-}
-
 // row[0, jn) = softmax(scale * row[0, jn)); row[jn, width) = 0 (width: whole vectors). A row whose
 // scores are all -inf gets weights 0.
 template <class A> inline void softmax_row(A* row, int64_t jn, int64_t width, A scale) {

@@ -25,6 +25,8 @@ const KernelTable& kernel_table() {
       PYNORM_PER_DTYPE(merged_attention_backward),
       PYNORM_PER_DTYPE(softmax_attention_forward),
       PYNORM_PER_DTYPE(softmax_attention_backward),
+      PYNORM_PER_DTYPE(cross_entropy_forward),
+      PYNORM_PER_DTYPE(cross_entropy_backward),
   };
   return table;
 }

@@ -70,6 +70,8 @@ struct Cpu {
   static void launch(const MergedAttentionBackwardArgs& a, DType t) { kernels().merged_attention_backward[int(t)](a); }
   static void launch(const SoftmaxAttentionForwardArgs& a, DType t) { kernels().softmax_attention_forward[int(t)](a); }
   static void launch(const SoftmaxAttentionBackwardArgs& a, DType t) { kernels().softmax_attention_backward[int(t)](a); }
+  static void launch(const CrossEntropyForwardArgs& a, DType t) { kernels().cross_entropy_forward[int(t)](a); }
+  static void launch(const CrossEntropyBackwardArgs& a, DType t) { kernels().cross_entropy_backward[int(t)](a); }
 
  private:
   static std::string message(const char* name, const char* what) { return std::string(module) + ": " + name + " " + what; }

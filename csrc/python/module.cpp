@@ -12,6 +12,7 @@ void register_linear_attention(py::module_& m);
 void register_matmul(py::module_& m);
 void register_merged_attention(py::module_& m);
 void register_softmax_attention(py::module_& m);
+void register_cross_entropy(py::module_& m);
 
 // kDTypes as ((name, code, itemsize, accumulate name), ...): pynorm/_array.py's dtype table.
 py::tuple dtype_table() {
@@ -51,4 +52,5 @@ PYBIND11_MODULE(_core, m) {
   pynorm::register_matmul(m);
   pynorm::register_merged_attention(m);
   pynorm::register_softmax_attention(m);
+  pynorm::register_cross_entropy(m);
 }

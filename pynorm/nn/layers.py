@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .module import Module
+from .module import Module, sum_leading
 
 
 def _rng(rng: Optional[np.random.Generator]) -> np.random.Generator:
@@ -55,7 +55,7 @@ class Linear(Module):
         (x,) = self.saved()
         self.accumulate("weight", _flat(dy).T @ _flat(x))
         if "bias" in self.params:
-            self.accumulate("bias", _flat(dy).sum(axis=0))
+            self.accumulate("bias", sum_leading(dy))
         return (_flat(dy) @ self.params["weight"]).reshape(x.shape)
 
 
@@ -88,7 +88,9 @@ class Embedding(Module):
     def backward(self, dy: np.ndarray) -> None:
         """Adds the lookup's gradient to ``grads["weight"]``; ids have no gradient (returns None)."""
         (ids,) = self.saved()
-        np.add.at(self.grads["weight"], ids.reshape(-1), _flat(dy))
+        ids, rows = ids.reshape(-1), _flat(dy)  # per-id sums by bincount (np.add.at is ~3x slower)
+        grad = np.stack([np.bincount(ids, rows[:, c], self.vocab) for c in range(self.dim)], axis=1)
+        self.accumulate("weight", grad.astype(self.grads["weight"].dtype, copy=False))
 
     def project(self, h: np.ndarray) -> np.ndarray:
         """The tied output projection: logits = h @ weight.T."""

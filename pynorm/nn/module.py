@@ -15,6 +15,7 @@ With ``train(False)`` nothing is saved (evaluation).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Iterator, Tuple
 
 import numpy as np
@@ -32,6 +33,15 @@ def as_dtype(dtype: Any) -> np.dtype:
     if dt not in DTYPES.values():
         raise ValueError(f"pynorm.nn: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     return dt
+
+
+def sum_leading(x: np.ndarray, keep: int = 1) -> np.ndarray:
+    """The sum of ``x`` over all but its last ``keep`` axes (a parameter's gradient summed over
+    the batch), as one BLAS product with a vector of ones: NumPy's ``sum(axis=0)`` of a
+    C-contiguous array adds one short row at a time, many times slower on tall arrays."""
+    tail = x.shape[len(x.shape) - keep:]
+    rows = x.reshape(-1, math.prod(tail))
+    return (np.ones(rows.shape[0], rows.dtype) @ rows).reshape(tail)
 
 
 class Module:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from .module import Module
+from .module import Module, sum_leading
 
 
 class LayerNorm(Module):
@@ -187,9 +187,8 @@ class Squash(Module):
         alpha = self._alpha()
         f, df = self._f(alpha * x)
         dyw = dy * self.params["weight"]
-        rows_dy = dy.reshape(-1, self.dim)
-        self.accumulate("weight", (rows_dy * f.reshape(-1, self.dim)).sum(0))
-        self.accumulate("bias", rows_dy.sum(0))
+        self.accumulate("weight", sum_leading(dy * f))
+        self.accumulate("bias", sum_leading(dy))
         if self.learn_alpha:
             self.accumulate("alpha", np.array([np.sum(dyw * df * x)]))
         return dyw * df * alpha

@@ -14,7 +14,7 @@ import numpy as np
 from .attention import SoftmaxAttention
 from .blocks import PreNormBlock
 from .layers import Embedding, FeedForward, Linear, _positive_int
-from .module import Module
+from .module import Module, sum_leading
 from .norms import make_norm
 
 
@@ -61,7 +61,7 @@ class TinyGPT(Module):
         dh = self.norm_f.backward(self.embed.project_backward(dlogits))
         for block in reversed(self.blocks):
             dh = block.backward(dh)
-        self.grads["pos"][: dh.shape[1]] += dh.sum(0)
+        self.grads["pos"][: dh.shape[1]] += sum_leading(dh, 2)
         self.embed.backward(dh)
 
 
@@ -109,5 +109,5 @@ class TinyViT(Module):
         dh = self.norm_f.backward(dh)
         for block in reversed(self.blocks):
             dh = block.backward(dh)
-        self.grads["pos"] += dh.sum(0)
+        self.grads["pos"] += sum_leading(dh, 2)
         self.patch_embed.backward(dh)

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "pynorm/common.h"
+#include "pynorm/cross_entropy.h"
 #include "pynorm/dyt.h"
 #include "pynorm/linear_attention.h"
 #include "pynorm/matmul.h"
@@ -27,6 +28,8 @@ struct KernelTable {
   void (*merged_attention_backward[kNumDTypes])(const MergedAttentionBackwardArgs&);
   void (*softmax_attention_forward[kNumDTypes])(const SoftmaxAttentionForwardArgs&);
   void (*softmax_attention_backward[kNumDTypes])(const SoftmaxAttentionBackwardArgs&);
+  void (*cross_entropy_forward[kNumDTypes])(const CrossEntropyForwardArgs&);
+  void (*cross_entropy_backward[kNumDTypes])(const CrossEntropyBackwardArgs&);
 };
 
 // The table in use (the best the CPU supports, unless set_simd_level chose a lower one).
