@@ -673,11 +673,16 @@ class Backend:
             target_dtype = self.adapter.dtype(target)
             if tuple(target.shape) != tuple(x.shape) or target_dtype.newbyteorder("=") != dtype:
                 raise ValueError(
-                    f"{fn}: out must have shape {tuple(x.shape)} and dtype {dtype}, got {tuple(target.shape)} {target_dtype}"
+                    f"{fn}: out must have shape {tuple(x.shape)} and dtype {dtype}, "
+                    f"got {tuple(target.shape)} {target_dtype}"
                 )
             if not self.adapter.writable(target):
                 raise ValueError(f"{fn}: out is read-only; pass a writable array")
-            if self.adapter.is_contiguous(target) and self.adapter.native(target) and not self._partly_overlaps(target, x):
+            if (
+                self.adapter.is_contiguous(target)
+                and self.adapter.native(target)
+                and not self._partly_overlaps(target, x)
+            ):
                 y = target
             else:
                 y, copy_to = self.empty(x.shape, dtype), target
@@ -725,7 +730,9 @@ class GpuBackend(Backend):
 
     def _checked(self, a, name, fn):
         if not self.adapter.owns(a):
-            raise ValueError(f"{fn}: {name} is a {_describe(a)} but {self.first_name} is a {_describe(self.first)}; use one library")
+            raise ValueError(
+                f"{fn}: {name} is a {_describe(a)} but {self.first_name} is a {_describe(self.first)}; use one library"
+            )
         device = self.adapter.device(a)
         if self.device is None:
             self.device = device
@@ -807,7 +814,10 @@ def _gpu_backend(fn: str, names: Tuple[str, ...], arrays: Tuple[Any, ...]) -> Gp
 def _cuda_status() -> Tuple[Any, str]:
     """(module or None, reason it cannot run or '')."""
     if importlib.util.find_spec(f"{__package__}._cuda") is None:
-        return None, "not built (this build has no pynorm._cuda; rebuild with nvcc on PATH, e.g. PYNORM_CUDA=ON pip install .)"
+        return (
+            None,
+            "not built (this build has no pynorm._cuda; rebuild with nvcc on PATH, e.g. PYNORM_CUDA=ON pip install .)",
+        )
     try:
         from . import _cuda
     except ImportError as e:

@@ -323,7 +323,9 @@ def linear_attention_cases(threads: int = 2, repeats: int = 7, progress=print) -
     Bt, Nt, Dt = 128, 33, 32  # the trainer's regime
     qs, ks, vs, ds = (rng.standard_normal((Bt, Nt, Dt)).astype(np.float32) for _ in range(4))
     one = np.ones((1, 1, 1), np.float32)
-    xm, wm, gm = (rng.standard_normal(shape).astype(np.float32) for shape in ((Bt * Nt, Dt), (Dt, 2 * Dt), (Bt * Nt, 2 * Dt)))
+    xm, wm, gm = (
+        rng.standard_normal(shape).astype(np.float32) for shape in ((Bt * Nt, Dt), (Dt, 2 * Dt), (Bt * Nt, 2 * Dt))
+    )
     wq, wv = np.ascontiguousarray(wm[:, :Dt]), np.ascontiguousarray(wm[:, Dt:].T)  # P1's W, V
 
     def la(q, k, v, dout=None, causal=False):
@@ -453,14 +455,17 @@ def format_linear_attention_row(row: dict) -> str:
 LA_HEADER = f"{'linear attention (float32)':<48}{'time':>12}{'GFLOP/s':>9}{'speedup':>11}"
 
 
-HEADER = f"{'op':<11}{'pass':<9}{'shape':<14}{'dtype':<8}{'pynorm GB/s':>12}{'torch GB/s':>11}{'speedup':>9}{'of bound':>9}"
+HEADER = (
+    f"{'op':<11}{'pass':<9}{'shape':<14}{'dtype':<8}{'pynorm GB/s':>12}{'torch GB/s':>11}{'speedup':>9}{'of bound':>9}"
+)
 
 
 def format_row(r: Result) -> str:
     torch_gbs = "-" if r.torch_gbs is None else f"{r.torch_gbs:.2f}"
     speedup = "-" if r.speedup is None else f"{r.speedup:.2f}x"
     shape = "x".join(map(str, r.shape))
-    return f"{r.op:<11}{r.pass_:<9}{shape:<14}{r.dtype:<8}{r.pynorm_gbs:>12.2f}{torch_gbs:>11}{speedup:>9}{r.of_bound:>9.2f}"
+    figures = f"{r.pynorm_gbs:>12.2f}{torch_gbs:>11}{speedup:>9}{r.of_bound:>9.2f}"
+    return f"{r.op:<11}{r.pass_:<9}{shape:<14}{r.dtype:<8}{figures}"
 
 
 def markdown_table(results: List[Result]) -> str:
@@ -484,15 +489,20 @@ def markdown_table(results: List[Result]) -> str:
     for r in results:
         cases.setdefault((r.op, r.pass_, tuple(r.shape), r.dtype), {})[r.simd] = r
     lines = [
-        "| op | pass | shape | " + " | ".join(f"of bound, {lv}" for lv in levels) + " | "
-        + " | ".join(f"x torch, {lv}" for lv in levels) + " |",
+        "| op | pass | shape | "
+        + " | ".join(f"of bound, {lv}" for lv in levels)
+        + " | "
+        + " | ".join(f"x torch, {lv}" for lv in levels)
+        + " |",
         "|---|---|---|" + "---:|" * (2 * len(levels)),
     ]
     for (op, pass_, shape, dtype), by_level in cases.items():
         fractions = [f"{by_level[lv].of_bound:.2f}" if lv in by_level else "-" for lv in levels]
         speedups = ["-" if lv not in by_level or by_level[lv].speedup is None else f"{by_level[lv].speedup:.1f}x"
                     for lv in levels]  # fmt: skip
-        lines.append(f"| {op} | {pass_} | {'x'.join(map(str, shape))} {dtype} | " + " | ".join(fractions + speedups) + " |")
+        lines.append(
+            f"| {op} | {pass_} | {'x'.join(map(str, shape))} {dtype} | " + " | ".join(fractions + speedups) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -542,9 +552,11 @@ def render_data(data: dict, path: str) -> str:
         "",
         f"Generated (`python -m pynorm.docs`, or `pynorm bench --render {path}`) from {path}, which",
         f"`{meta.get('command', 'pynorm bench --json ' + path)}` wrote"
-        + (f" on {meta['date']}" if "date" in meta else "") + ".",
+        + (f" on {meta['date']}" if "date" in meta else "")
+        + ".",
         "",
-        f"CPU: {meta.get('cpu', 'unknown')}; {meta.get('threads', '?')} threads; pynorm {data['config'].get('version')},"
+        f"CPU: {meta.get('cpu', 'unknown')}; {meta.get('threads', '?')} threads; "
+        f"pynorm {data['config'].get('version')},"
         f" SIMD levels timed: {', '.join(dict.fromkeys(r.simd for r in results))}.",
         "",
         "Fraction of the copy bound: the time of a copy of the same bytes (forward: one copy of x;",
@@ -558,8 +570,8 @@ def render_data(data: dict, path: str) -> str:
     ]
     overhead = data.get("overhead") or {}
     if overhead:
-        lines += ["", "Per-call overhead (1 x 32 row LayerNorm forward): "
-                  + ", ".join(f"{k.replace('_s', '')} {v * 1e6:.2f} us" for k, v in overhead.items()) + "."]  # fmt: skip
+        calls = ", ".join(f"{k.replace('_s', '')} {v * 1e6:.2f} us" for k, v in overhead.items())
+        lines += ["", f"Per-call overhead (1 x 32 row LayerNorm forward): {calls}."]
     return "\n".join(lines) + "\n"
 
 
@@ -612,10 +624,16 @@ def main(argv=None) -> int:
     parser.add_argument("--ops", nargs="+", default=NORM_OPS + ["linear_attention"],
                         choices=NORM_OPS + ["linear_attention"])  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float64", "bfloat16", "float16"],
+    dtypes = ["float32", "float64", "bfloat16", "float16"]
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=dtypes,
                         help="storage types of the norm cases (default float32)")  # fmt: skip
-    parser.add_argument("--shapes", nargs="+", metavar="ROWSxDIM", type=_shape,
-                        help=f"norm shapes (default {' '.join('x'.join(map(str, s)) for s in NORM_SHAPES + [TINY_SHAPE])})")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        metavar="ROWSxDIM",
+        type=_shape,
+        help=f"norm shapes (default {' '.join('x'.join(map(str, s)) for s in NORM_SHAPES + [TINY_SHAPE])})",
+    )
     parser.add_argument("--simd", nargs="+", metavar="LEVEL",
                         help="time the norm ops at these SIMD levels ('all': every level this CPU runs), "
                              "each in a child process; default: the level pynorm picked")  # fmt: skip
@@ -635,7 +653,10 @@ def main(argv=None) -> int:
     unknown = [lv for lv in levels or [] if lv not in supported]
     if unknown:
         parser.error(f"--simd: {unknown} not supported here; this CPU runs {supported} (or 'all')")
-    print(f"pynorm {pynorm.__version__}, SIMD {', '.join(levels) if levels else pynorm.simd_level()}, {args.threads} threads")
+    print(
+        f"pynorm {pynorm.__version__}, SIMD {', '.join(levels) if levels else pynorm.simd_level()}, "
+        f"{args.threads} threads"
+    )
     norm_ops = [op for op in args.ops if op != "linear_attention"]
     results = []
     if norm_ops and levels:
@@ -655,8 +676,12 @@ def main(argv=None) -> int:
         print(markdown_table(results))
     if args.json:
         with open(args.json, "w") as f:
-            meta = {"cpu": cpu_name(), "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
-                    "command": "pynorm bench " + " ".join(sys.argv[1:] if argv is None else argv)}
+            meta = {
+                "cpu": cpu_name(),
+                "threads": args.threads,
+                "date": time.strftime("%Y-%m-%d"),
+                "command": "pynorm bench " + " ".join(sys.argv[1:] if argv is None else argv),
+            }
             json.dump({"config": pynorm.config(), "meta": meta, "results": [r.row() for r in results],
                        "overhead": overhead, "linear_attention": la_rows}, f, indent=1)  # fmt: skip
     if args.plot and results:

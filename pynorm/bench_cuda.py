@@ -245,13 +245,15 @@ def attention_results(shape: tuple, dtype_name: str) -> List[Result]:
         if pass_ == "forward":
             seconds["pynorm"] = gpu_time([lambda: pynorm.linear_attention(q, k, v, causal=True)])
             seconds["torch_chunked"] = gpu_time([lambda: torch_chunked_linear_attention(q, k, v)])
-            f = _maybe(lambda: (lambda: fla(q, k, v))) if fla else None
+            f = _maybe(lambda: lambda: fla(q, k, v)) if fla else None
             seconds["fla"] = gpu_time([f]) if f else None
         else:
             seconds["pynorm"] = gpu_time([lambda: pynorm.linear_attention_backward(dout, q, k, v, causal=True)])
             ql, kl, vl = (t.detach().requires_grad_() for t in (q, k, v))
             out = torch_chunked_linear_attention(ql, kl, vl)
-            seconds["torch_chunked"] = gpu_time([lambda: torch.autograd.grad(out, (ql, kl, vl), dout, retain_graph=True)])
+            seconds["torch_chunked"] = gpu_time(
+                [lambda: torch.autograd.grad(out, (ql, kl, vl), dout, retain_graph=True)]
+            )
             seconds["fla"] = None
             if fla:
                 try:

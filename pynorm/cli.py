@@ -50,7 +50,7 @@ def missing_requirements(command: str) -> Optional[str]:
     if not missing:
         return None
     names = ", ".join({"sklearn": "scikit-learn"}.get(m, m) for m in missing)
-    return f"pynorm {command} needs {names}: pip install \"pynorm[{extra}]\""
+    return f'pynorm {command} needs {names}: pip install "pynorm[{extra}]"'
 
 
 def _parse_settings(name: str, pairs: List[str]) -> Dict[str, Any]:
@@ -58,8 +58,9 @@ def _parse_settings(name: str, pairs: List[str]) -> Dict[str, Any]:
     from .nn.models import experiment_spec
     from .nn.train import TrainConfig
 
-    defaults = {f.name: f.default for cls in (experiment_spec(name).config_class, TrainConfig)
-                for f in dataclasses.fields(cls)}
+    defaults = {
+        f.name: f.default for cls in (experiment_spec(name).config_class, TrainConfig) for f in dataclasses.fields(cls)
+    }
     settings: Dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -95,8 +96,10 @@ def _check(args: argparse.Namespace) -> int:
 
     settings = _parse_settings(args.experiment, args.set or [])
     errors, tolerance, ok = check_with_twin(args.experiment, args.steps, args.dtype, **settings)
-    print(f"pynorm check {args.experiment}: {args.steps} steps, {args.dtype}, tolerance {tolerance:.0e} "
-          "(worst relative error per tensor over the run)")
+    print(
+        f"pynorm check {args.experiment}: {args.steps} steps, {args.dtype}, tolerance {tolerance:.0e} "
+        "(worst relative error per tensor over the run)"
+    )
     width = max(len(k) for k in errors)
     for key, error in errors.items():
         print(f"  {key:<{width}}  {error:.3e}  {'ok' if error <= tolerance else 'FAIL'}")
@@ -123,8 +126,11 @@ def _run(args: argparse.Namespace) -> int:
             return 2
     scheduler = _fanout.check_scheduler(args.scheduler) if args.scheduler else None
     root = pathlib.Path(args.out or "results")
-    outs = {name: root / name for name in names} if args.experiment == "all" else {
-        args.experiment: pathlib.Path(args.out or pathlib.Path("results") / args.experiment)}
+    outs = (
+        {name: root / name for name in names}
+        if args.experiment == "all"
+        else {args.experiment: pathlib.Path(args.out or pathlib.Path("results") / args.experiment)}
+    )
     with _fanout.workers(args.jobs, scheduler) as workers:
         if args.full:
             _print_estimates(outs, seeds, workers.slots, scheduler is not None)
@@ -138,8 +144,10 @@ def _run(args: argparse.Namespace) -> int:
         record = experiments.run_experiment(args.experiment, mode, seeds, out, progress, pool=workers.pool)
     from .experiments._report import fmt
 
-    print(f"pynorm run {args.experiment} ({mode}, seeds {record['seeds']}): {record['wall_time_s']:.1f} s; "
-          f"report in {out / 'report.md'}")
+    print(
+        f"pynorm run {args.experiment} ({mode}, seeds {record['seeds']}): {record['wall_time_s']:.1f} s; "
+        f"report in {out / 'report.md'}"
+    )
     for c in record["comparisons"]:
         print(f"  {c['verdict']:<15} {c['name']}: pynorm {fmt(c['ours'])} vs paper {fmt(c['paper'])}")
     return 0
@@ -151,10 +159,15 @@ def _print_estimates(outs: Dict[str, Any], seeds, slots: int, cluster: bool) -> 
     from .experiments._fanout import estimate_seconds
     from .experiments._report import make_config
 
-    where = (f"{slots} worker threads of the cluster, if each is as fast as this machine" if cluster
-             else f"{slots} parallel job{'s' if slots > 1 else ''} on this machine")
-    print(f"Estimated wall time of the --full run on {where} (an estimate: each unit's training steps "
-          "times a few steps timed now, units handed out longest first):")
+    where = (
+        f"{slots} worker threads of the cluster, if each is as fast as this machine"
+        if cluster
+        else f"{slots} parallel job{'s' if slots > 1 else ''} on this machine"
+    )
+    print(
+        f"Estimated wall time of the --full run on {where} (an estimate: each unit's training steps "
+        "times a few steps timed now, units handed out longest first):"
+    )
     total = 0.0
     for name, out in outs.items():
         try:
@@ -202,12 +215,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = _Parser(prog="pynorm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="compare the pynorm.nn trainer with its torch twin, step by step")
-    check.add_argument("experiment", choices=list(EXPERIMENTS) + sorted(ALIASES),
-                       help=f"one of {', '.join(EXPERIMENTS)} (the names pynorm run takes)")
+    check.add_argument(
+        "experiment",
+        choices=list(EXPERIMENTS) + sorted(ALIASES),
+        help=f"one of {', '.join(EXPERIMENTS)} (the names pynorm run takes)",
+    )
     check.add_argument("--steps", type=int, default=50, help="training steps (default 50)")
     check.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    check.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override an experiment or training setting, e.g. --set batch_size=256 (repeatable)")
+    check.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override an experiment or training setting, e.g. --set batch_size=256 (repeatable)",
+    )
     from .experiments import EXPERIMENTS as PAPER_EXPERIMENTS
 
     run = commands.add_parser("run", help="run a paper experiment (or all) and write results, figures, a report")
@@ -219,11 +239,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--out", help="output folder (default results/<experiment>, or results/ for all)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     fanout = run.add_mutually_exclusive_group()
-    fanout.add_argument("--jobs", type=_jobs, default=1, metavar="N",
-                        help="run the independent units (seeds, variants, cells) on N local processes")
-    fanout.add_argument("--scheduler", metavar="HOST:PORT",
-                        help="run the units on the Dask cluster of this scheduler (needs pynorm[cluster])")
-    commands.add_parser("bench", add_help=False, help="kernel speed vs torch and the machine's limits (see bench --help)")
+    fanout.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        metavar="N",
+        help="run the independent units (seeds, variants, cells) on N local processes",
+    )
+    fanout.add_argument(
+        "--scheduler",
+        metavar="HOST:PORT",
+        help="run the units on the Dask cluster of this scheduler (needs pynorm[cluster])",
+    )
+    commands.add_parser(
+        "bench", add_help=False, help="kernel speed vs torch and the machine's limits (see bench --help)"
+    )
     commands.add_parser("info", help="print the build and run-time configuration")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its options are pynorm.bench's own (argparse's REMAINDER would eat none)

@@ -44,24 +44,38 @@ def norm_headline(data: dict) -> str:
     levels = list(dict.fromkeys(r["simd"] for r in rows))
 
     def pick(level, pass_, dtype, shapes, key="fraction_of_bound"):
-        return [r[key] for r in rows if r["simd"] == level and r["pass"] == pass_ and r["dtype"] == dtype
-                and tuple(r["shape"]) in shapes and r.get(key) is not None]
+        return [
+            r[key]
+            for r in rows
+            if r["simd"] == level
+            and r["pass"] == pass_
+            and r["dtype"] == dtype
+            and tuple(r["shape"]) in shapes
+            and r.get(key) is not None
+        ]
 
     tiny = bench.TINY_SHAPE
-    lines = ["| SIMD level | float32 forward | float32 backward | bfloat16 forward | bfloat16 backward | "
-             f"[{LONG_ROW_SHAPE[0]}x{LONG_ROW_SHAPE[1]}] fwd / bwd | tiny [{tiny[0]}x{tiny[1]}] x torch |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| SIMD level | float32 forward | float32 backward | bfloat16 forward | bfloat16 backward | "
+        f"[{LONG_ROW_SHAPE[0]}x{LONG_ROW_SHAPE[1]}] fwd / bwd | tiny [{tiny[0]}x{tiny[1]}] x torch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for level in levels:
-        cells = [_span(pick(level, p, d, LARGE_SHAPES)) for d in ("float32", "bfloat16") for p in ("forward", "backward")]
+        cells = [
+            _span(pick(level, p, d, LARGE_SHAPES)) for d in ("float32", "bfloat16") for p in ("forward", "backward")
+        ]
         long_row = " / ".join(_span(pick(level, p, "float32", (LONG_ROW_SHAPE,))) for p in ("forward", "backward"))
-        speedups = pick(level, "forward", "float32", (tiny,), "speedup") + pick(level, "backward", "float32", (tiny,),
-                                                                             "speedup")
+        speedups = pick(level, "forward", "float32", (tiny,), "speedup") + pick(
+            level, "backward", "float32", (tiny,), "speedup"
+        )
         lines.append(f"| {level} | " + " | ".join(cells) + f" | {long_row} | {_span(speedups, '{:.1f}')}x |")
     meta = data.get("meta", {})
-    return "\n".join(lines) + (f"\n\nFractions of a copy of the same bytes timed in the same run (backward: 1.5 copies); "
-                               f"lowest-highest over the ops at {', '.join('x'.join(map(str, s)) for s in LARGE_SHAPES)}; "
-                               f"{meta.get('cpu', 'CPU unknown')}, {meta.get('threads', '?')} threads, "
-                               f"{meta.get('date', 'date unknown')}.")
+    return "\n".join(lines) + (
+        f"\n\nFractions of a copy of the same bytes timed in the same run (backward: 1.5 copies); "
+        f"lowest-highest over the ops at {', '.join('x'.join(map(str, s)) for s in LARGE_SHAPES)}; "
+        f"{meta.get('cpu', 'CPU unknown')}, {meta.get('threads', '?')} threads, "
+        f"{meta.get('date', 'date unknown')}."
+    )
 
 
 def _la_row(rows: List[dict], case: str) -> Optional[dict]:
@@ -78,14 +92,18 @@ def attention_headline(data: dict) -> str:
     rate = lambda r: r["flops"] / r["seconds"] / 1e9  # noqa: E731
     chunked = _la_row(rows, "torch chunked (C=64, autograd) fwd+bwd")
     quadratic = _la_row(rows, "torch quadratic masked")
-    parts = [f"causal forward+backward ({causal['case'].split('fwd+bwd ')[-1]}) at {rate(causal):.0f} GFLOP/s, "
-             f"{rate(causal) / rate(matmul):.2f} of NumPy's float32 matmul ({rate(matmul):.0f} GFLOP/s) in the same run"]
+    parts = [
+        f"causal forward+backward ({causal['case'].split('fwd+bwd ')[-1]}) at {rate(causal):.0f} GFLOP/s, "
+        f"{rate(causal) / rate(matmul):.2f} of NumPy's float32 matmul ({rate(matmul):.0f} GFLOP/s) in the same run"
+    ]
     if chunked:
         parts.append(f"{chunked['seconds'] / causal['seconds']:.1f}x torch's chunked form")
     if quadratic:
         parts.append(f"{quadratic['seconds'] / causal['seconds']:.0f}x its quadratic form")
     level = data.get("config", {}).get("simd_level", "?")
-    return "Linear attention: " + ", ".join(parts) + f" ({level}, {data.get('config', {}).get('threads', '?')} threads)."
+    return (
+        "Linear attention: " + ", ".join(parts) + f" ({level}, {data.get('config', {}).get('threads', '?')} threads)."
+    )
 
 
 def benchmarks_page(norms: dict, norms_path: str, attention: dict, attention_path: str) -> str:
@@ -93,11 +111,13 @@ def benchmarks_page(norms: dict, norms_path: str, attention: dict, attention_pat
     page = bench.render_data(norms, norms_path)
     rows = attention.get("linear_attention") or []
     config = attention.get("config", {})
-    page += ("\n# Linear attention and the trainer's products\n\n"
-             f"From `{attention_path}` (`pynorm bench --ops linear_attention --json {attention_path}`), "
-             f"SIMD level {config.get('simd_level', '?')}, {config.get('threads', '?')} threads; speedup: the other "
-             "side's time over pynorm's, same run.\n\n"
-             "| case | time | GFLOP/s | speedup |\n|---|---:|---:|---:|\n")
+    page += (
+        "\n# Linear attention and the trainer's products\n\n"
+        f"From `{attention_path}` (`pynorm bench --ops linear_attention --json {attention_path}`), "
+        f"SIMD level {config.get('simd_level', '?')}, {config.get('threads', '?')} threads; speedup: the other "
+        "side's time over pynorm's, same run.\n\n"
+        "| case | time | GFLOP/s | speedup |\n|---|---:|---:|---:|\n"
+    )
     for r in rows:
         seconds = r["seconds"]
         time_text = f"{seconds * 1e3:.3f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
@@ -108,8 +128,14 @@ def benchmarks_page(norms: dict, norms_path: str, attention: dict, attention_pat
 
 
 #: Which paper of ../shared/PAPERS.md each experiment reproduces.
-PAPER_OF = {"power-method": "P1", "layerwise": "P1", "majority": "P2", "unselectable": "P2", "dyt": "P3",
-            "norm-efficiency": "P3"}
+PAPER_OF = {
+    "power-method": "P1",
+    "layerwise": "P1",
+    "majority": "P2",
+    "unselectable": "P2",
+    "dyt": "P3",
+    "norm-efficiency": "P3",
+}
 
 
 def reproductions_headline(root: pathlib.Path) -> str:
@@ -117,8 +143,10 @@ def reproductions_headline(root: pathlib.Path) -> str:
     committed --full run, or that it has none yet."""
     from .experiments import EXPERIMENTS
 
-    lines = ["| experiment | paper | reproduced | partial | not reproduced | wall time of its last invocation |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| experiment | paper | reproduced | partial | not reproduced | wall time of its last invocation |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for name in EXPERIMENTS:
         path = root / name / "results.json"
         if not path.is_file():
@@ -126,9 +154,11 @@ def reproductions_headline(root: pathlib.Path) -> str:
             continue
         result = json.loads(path.read_text())
         verdicts = [c["verdict"] for c in result["comparisons"]]
-        lines.append(f"| [{name}](docs/results/{name}/report.md) | {PAPER_OF.get(name, '?')} | "
-                     + " | ".join(str(verdicts.count(v)) for v in ("reproduced", "partial", "not reproduced"))
-                     + f" | {result['wall_time_s'] / 60:.0f} min ({result['mode']}) |")
+        lines.append(
+            f"| [{name}](docs/results/{name}/report.md) | {PAPER_OF.get(name, '?')} | "
+            + " | ".join(str(verdicts.count(v)) for v in ("reproduced", "partial", "not reproduced"))
+            + f" | {result['wall_time_s'] / 60:.0f} min ({result['mode']}) |"
+        )
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ def np_dtype(name):
         return BFLOAT16
     return np.dtype(name)
 
+
 torch.set_default_dtype(torch.float64)
 
 
@@ -107,8 +108,9 @@ def cross_entropy(logits, labels, dloss):
     float64, and its gradient for dloss; returns (loss, dlogits)."""
     x = to_torch(logits)
     classes = x.shape[-1]
-    loss = torch.nn.functional.cross_entropy(x.reshape(-1, classes), torch.as_tensor(np.asarray(labels).reshape(-1)),
-                                             reduction="none").reshape(x.shape[:-1])
+    loss = torch.nn.functional.cross_entropy(
+        x.reshape(-1, classes), torch.as_tensor(np.asarray(labels).reshape(-1)), reduction="none"
+    ).reshape(x.shape[:-1])
     if loss.numel() == 0:
         return loss.detach().numpy(), np.zeros(x.shape)
     (dx,) = grads(loss, np.broadcast_to(np.asarray(dloss, np.float64), loss.shape), x)

@@ -63,8 +63,22 @@ def test_internal_module_guards_its_boundary():
     sizes and strides reach outside the arrays it names."""
     core = pynorm._core_loader.core()
     x, y = np.ones((4, 8), np.float32), np.empty((4, 8), np.float32)
-    call = dict(x=x, x_row_stride=8, y=y, rows=4, dim=8, weight=None, bias=None, mean=None, rstd=None, dtype=0,
-                eps=1e-5, center=True, scale=True, threads=0)
+    call = dict(
+        x=x,
+        x_row_stride=8,
+        y=y,
+        rows=4,
+        dim=8,
+        weight=None,
+        bias=None,
+        mean=None,
+        rstd=None,
+        dtype=0,
+        eps=1e-5,
+        center=True,
+        scale=True,
+        threads=0,
+    )
     core.norm_forward(**call)
     assert np.allclose(y, 0)
     with pytest.raises(TypeError, match="keyword arguments only"):
@@ -73,10 +87,16 @@ def test_internal_module_guards_its_boundary():
         core.norm_forward(**{k: v for k, v in call.items() if k != "threads"})
     with pytest.raises(TypeError, match="x_row_stride has the wrong type"):
         core.norm_forward(**{**call, "x_row_stride": 8.0})
-    for change, message in [({"rows": 5}, "x is smaller than"), ({"x_row_stride": 9}, "x is smaller than"),
-                            ({"y": y[:3]}, "y is smaller than"), ({"weight": np.ones(7, np.float32)}, "weight is smaller"),
-                            ({"mean": np.ones(3, np.float32)}, "mean is smaller"), ({"dtype": 1}, "wrong itemsize"),
-                            ({"dtype": 9}, "unknown dtype code 9"), ({"rows": -1}, "negative size")]:
+    for change, message in [
+        ({"rows": 5}, "x is smaller than"),
+        ({"x_row_stride": 9}, "x is smaller than"),
+        ({"y": y[:3]}, "y is smaller than"),
+        ({"weight": np.ones(7, np.float32)}, "weight is smaller"),
+        ({"mean": np.ones(3, np.float32)}, "mean is smaller"),
+        ({"dtype": 1}, "wrong itemsize"),
+        ({"dtype": 9}, "unknown dtype code 9"),
+        ({"rows": -1}, "negative size"),
+    ]:
         with pytest.raises(ValueError, match=message):
             core.norm_forward(**{**call, **change})
     read_only = np.empty((4, 8), np.float32)
@@ -184,7 +204,11 @@ def test_concurrent_calls_from_python_threads():
 def _run_python(code, **env):
     """Runs code in a fresh interpreter, outside the source tree (which has no compiled module)."""
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
         cwd=os.path.dirname(os.path.dirname(pynorm.__file__)),
     )
 

@@ -37,7 +37,11 @@ SCALAR_CALLS = {
     "dyt_backward alpha": (lambda s: pynorm.dyt_backward(X, X, s, W)[0], "alpha", 0.5),
     "linear_attention scale": (lambda s: pynorm.linear_attention(Q, K, V, scale=s), "scale", 0.5),
     "linear_attention eps": (lambda s: pynorm.linear_attention(Q, K, V, normalize=True, eps=s), "eps", 0.5),
-    "merged_linear_attention scale": (lambda s: pynorm.merged_linear_attention(Q, W[:4, None] * W[:4], W[:4, None] * W[:4], scale=s), "scale", 0.5),  # fmt: skip
+    "merged_linear_attention scale": (
+        lambda s: pynorm.merged_linear_attention(Q, W[:4, None] * W[:4], W[:4, None] * W[:4], scale=s),
+        "scale",
+        0.5,
+    ),  # fmt: skip
 }
 REAL_FORMS = {
     "float": lambda v: float(v),
@@ -97,7 +101,9 @@ THREAD_CALLS = {
     "linear_attention": (lambda n: pynorm.linear_attention(Q, K, V, n_threads=n), "n_threads"),
     "matmul": (lambda n: pynorm.matmul(X, X.T, n_threads=n), "n_threads"),
     "merged_linear_attention_backward": (
-        lambda n: pynorm.merged_linear_attention_backward(Q, Q, np.eye(4), np.eye(4), n_threads=n), "n_threads"),
+        lambda n: pynorm.merged_linear_attention_backward(Q, Q, np.eye(4), np.eye(4), n_threads=n),
+        "n_threads",
+    ),
 }
 
 
@@ -141,6 +147,7 @@ def test_set_num_threads_sets_and_none_restores(restore_threads):
 # Byte order: any, converted without touching the caller's array
 # ------------------------------------------------------------------------------------------
 
+
 # Every op, its array arguments as a dict (each may be swapped to big-endian).
 def _ops():
     rng = np.random.default_rng(3)
@@ -150,7 +157,8 @@ def _ops():
     m = rng.standard_normal((9, 9))
     return {
         "layer_norm": (lambda x, w, b: pynorm.layer_norm(x, w, b), dict(x=x, w=w, b=b)),
-        "layer_norm_backward": (lambda dy, x, w, b: pynorm.layer_norm_backward(dy, x, w, b), dict(dy=dy, x=x, w=w, b=b)),
+        "layer_norm_backward": (lambda dy, x, w, b: pynorm.layer_norm_backward(dy, x, w, b),
+                                dict(dy=dy, x=x, w=w, b=b)),
         "rms_norm": (lambda x, w: pynorm.rms_norm(x, w), dict(x=x, w=w)),
         "dyt": (lambda x, w, b: pynorm.dyt(x, 0.7, w, b), dict(x=x, w=w, b=b)),
         "dyt_backward": (lambda dy, x, w, b: pynorm.dyt_backward(dy, x, 0.7, w, b), dict(dy=dy, x=x, w=w, b=b)),
@@ -158,8 +166,9 @@ def _ops():
         "linear_attention_backward": (lambda dout, q, k, v: pynorm.linear_attention_backward(dout, q, k, v),
                                       dict(dout=dout, q=q, k=k, v=v)),
         "matmul": (lambda a, b: pynorm.matmul(a, b), dict(a=x, b=m)),
-        "merged_linear_attention_backward": (lambda dout, x, W, V: pynorm.merged_linear_attention_backward(dout, x, W, V),
-                                             dict(dout=dout, x=q, W=m, V=m.T)),
+        "merged_linear_attention_backward": (
+            lambda dout, x, W, V: pynorm.merged_linear_attention_backward(dout, x, W, V),
+            dict(dout=dout, x=q, W=m, V=m.T)),
     }  # fmt: skip
 
 
@@ -195,6 +204,7 @@ def test_big_endian_out_is_written():
 
 def _views():
     """out= views of shape (6, 10): (name, make() -> (out, base array to check untouched parts of))."""
+
     def transposed():
         base = np.full((10, 6), 7.0)
         return base.T, base
@@ -412,7 +422,10 @@ def _gpu(a, device=0):
 
 
 def _host(r):
-    return [None if a is None else (a.a if isinstance(a, FakeGpuArray) else a) for a in (r if isinstance(r, tuple) else (r,))]
+    return [
+        None if a is None else (a.a if isinstance(a, FakeGpuArray) else a)
+        for a in (r if isinstance(r, tuple) else (r,))
+    ]
 
 
 @pytest.mark.parametrize("op", [op for op in OPS if not op.startswith(("matmul", "merged"))])
@@ -438,8 +451,12 @@ def test_gpu_path_converts_copies_and_writes_out(fake_gpu):
     assert np.array_equal(out.a, pynorm.layer_norm(xt.a))
     dx = pynorm.layer_norm_backward(x, x, w32, mean=mean, rstd=rstd)[0]
     rows = base[:, 1:11]
-    assert np.array_equal(dx.a, pynorm.layer_norm_backward(rows, rows, W.astype(np.float32), mean=want[1], rstd=want[2])[0])
-    assert np.array_equal(pynorm.dyt(x, _gpu(np.array([0.5])), w32).a, pynorm.dyt(base[:, 1:11], 0.5, W.astype(np.float32)))
+    assert np.array_equal(
+        dx.a, pynorm.layer_norm_backward(rows, rows, W.astype(np.float32), mean=want[1], rstd=want[2])[0]
+    )
+    assert np.array_equal(
+        pynorm.dyt(x, _gpu(np.array([0.5])), w32).a, pynorm.dyt(base[:, 1:11], 0.5, W.astype(np.float32))
+    )
 
 
 def test_gpu_path_errors(fake_gpu):

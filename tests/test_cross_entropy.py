@@ -21,8 +21,10 @@ def check(logits, labels, dloss):
     loss = pynorm.cross_entropy(logits, labels)
     dlogits = pynorm.cross_entropy_backward(dloss, logits, labels)
     want_loss, want_dlogits = reference.cross_entropy(logits, labels, dloss)
-    for name, got, want, shape in (("loss", loss, want_loss, np.shape(labels)),
-                                   ("dlogits", dlogits, want_dlogits, np.shape(logits))):
+    for name, got, want, shape in (
+        ("loss", loss, want_loss, np.shape(labels)),
+        ("dlogits", dlogits, want_dlogits, np.shape(logits)),
+    ):
         assert got.dtype == np.asarray(logits).dtype and got.shape == shape, name
         assert_close(got, want, dtype_name, name)
 
@@ -33,8 +35,21 @@ def inputs(rng, leading, classes, dtype, spread=3.0, mean=0.0):
     return logits, labels, rng.standard_normal(leading)
 
 
-SHAPES = [((5,), 1), ((7,), 2), ((3, 4), 7), ((64,), 16), ((2, 33), 17), ((300,), 20), ((2, 3, 5), 33),
-          ((9,), 64), ((4,), 1000), ((2,), 70001), ((), 20), ((0,), 20), ((3, 0), 5)]
+SHAPES = [
+    ((5,), 1),
+    ((7,), 2),
+    ((3, 4), 7),
+    ((64,), 16),
+    ((2, 33), 17),
+    ((300,), 20),
+    ((2, 3, 5), 33),
+    ((9,), 64),
+    ((4,), 1000),
+    ((2,), 70001),
+    ((), 20),
+    ((0,), 20),
+    ((3, 0), 5),
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -85,8 +100,12 @@ def test_nan_stays_in_its_position(rng, dtype_name):
 @pytest.mark.parametrize("layout", ["sliced_rows", "transposed", "reversed", "strided_classes"])
 def test_strided_logits(rng, layout):
     base = rng.standard_normal((12, 10, 40))
-    logits = {"sliced_rows": base[::2, 1:], "transposed": base.transpose(1, 0, 2), "reversed": base[::-1, :, ::-1],
-              "strided_classes": base[..., ::2]}[layout]
+    logits = {
+        "sliced_rows": base[::2, 1:],
+        "transposed": base.transpose(1, 0, 2),
+        "reversed": base[::-1, :, ::-1],
+        "strided_classes": base[..., ::2],
+    }[layout]
     before = base.copy()
     labels = rng.integers(0, logits.shape[-1], logits.shape[:-1])
     check(logits, labels, rng.standard_normal(logits.shape[:-1]))
@@ -102,8 +121,10 @@ def test_torch_and_list_inputs_and_label_dtypes(rng):
 
 def test_thread_count_does_not_change_the_bits(rng):
     logits, labels, dloss = inputs(rng, (4000,), 20, np.float32)
-    one = (pynorm.cross_entropy(logits, labels, n_threads=1),
-           pynorm.cross_entropy_backward(dloss, logits, labels, n_threads=1))
+    one = (
+        pynorm.cross_entropy(logits, labels, n_threads=1),
+        pynorm.cross_entropy_backward(dloss, logits, labels, n_threads=1),
+    )
     for threads in (2, 3):
         assert np.array_equal(pynorm.cross_entropy(logits, labels, n_threads=threads), one[0])
         assert np.array_equal(pynorm.cross_entropy_backward(dloss, logits, labels, n_threads=threads), one[1])
@@ -134,5 +155,13 @@ def test_core_refuses_labels_outside_the_classes():
     core = pynorm._core_loader.core()
     x = np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match="labels must lie in"):
-        core.cross_entropy_forward(logits=x, logits_row_stride=3, labels=np.array([0, 3]), loss=np.empty(2, np.float32),
-                                   rows=2, classes=3, dtype=0, threads=1)
+        core.cross_entropy_forward(
+            logits=x,
+            logits_row_stride=3,
+            labels=np.array([0, 3]),
+            loss=np.empty(2, np.float32),
+            rows=2,
+            classes=3,
+            dtype=0,
+            threads=1,
+        )

@@ -44,7 +44,7 @@ needs_torch_cuda = pytest.mark.skipif(
     reason=f"needs torch with a CUDA device and a usable pynorm._cuda (pynorm: {_array.cuda_config()})",
 )
 needs_cupy = pytest.mark.skipif(
-    not (CUPY_CUDA and PYNORM_CUDA), reason=f"needs CuPy with a CUDA device and a usable pynorm._cuda"
+    not (CUPY_CUDA and PYNORM_CUDA), reason="needs CuPy with a CUDA device and a usable pynorm._cuda"
 )
 
 
@@ -204,8 +204,22 @@ def test_cuda_module_imports_without_a_device():
     ok, why = module.status()
     assert ok == (not reason) and (ok or why)
     with pytest.raises((RuntimeError, ValueError)):
-        module.norm_forward(x=0, x_row_stride=8, y=0, rows=4, dim=8, weight=0, bias=0, mean=0, rstd=0,
-                            dtype=9, eps=1e-5, center=True, scale=True, stream=(0, 0))  # bad dtype code first
+        module.norm_forward(
+            x=0,
+            x_row_stride=8,
+            y=0,
+            rows=4,
+            dim=8,
+            weight=0,
+            bias=0,
+            mean=0,
+            rstd=0,
+            dtype=9,
+            eps=1e-5,
+            center=True,
+            scale=True,
+            stream=(0, 0),
+        )  # bad dtype code first
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,7 +229,12 @@ def test_cuda_module_imports_without_a_device():
 CPU_SHAPES = [(5, 1), (5, 3), (6, 7), (4, 8), (3, 9), (17, 1023), (2, 65536), (0, 8), (1, 8), (300, 64), (2, 3, 9)]
 LARGE_SHAPES = [(4096, 4096), (1024, 16384), (8, 262144), (20000, 96), (257, 1000)]
 GPU_SHAPES = CPU_SHAPES + LARGE_SHAPES
-VARIANTS = {"layer_norm": (True, True), "projection": (True, False), "scaling": (False, True), "affine_only": (False, False)}
+VARIANTS = {
+    "layer_norm": (True, True),
+    "projection": (True, False),
+    "scaling": (False, True),
+    "affine_only": (False, False),
+}
 
 
 def to_cuda(a):
@@ -271,8 +290,8 @@ def make_norm_case(rng, shape, dtype_name, affine):
 
 
 def check(actual, expected, dtype_name, what, scale=None):
-    assert_close(to_numpy(actual) if torch.is_tensor(actual) else actual,
-                 to_numpy(expected) if torch.is_tensor(expected) else expected, dtype_name, what, scale=scale)  # fmt: skip
+    actual, expected = (to_numpy(a) if torch.is_tensor(a) else a for a in (actual, expected))
+    assert_close(actual, expected, dtype_name, what, scale=scale)
 
 
 @needs_torch_cuda

@@ -19,18 +19,40 @@ def test_committed_docs_are_what_the_json_files_give():
 
 def test_check_reports_a_stale_block_and_the_rewrite_fixes_it(tmp_path):
     (tmp_path / "docs" / "results" / "layerwise").mkdir(parents=True)
-    row = {"op": "rms_norm", "pass": "forward", "shape": [16384, 1024], "dtype": "float32", "bytes": 1, "pynorm_s": 1.0,
-           "torch_s": 2.0, "bound_s": 0.9, "speedup": 2.0, "fraction_of_bound": 0.9, "simd": "avx2"}
+    row = {
+        "op": "rms_norm",
+        "pass": "forward",
+        "shape": [16384, 1024],
+        "dtype": "float32",
+        "bytes": 1,
+        "pynorm_s": 1.0,
+        "torch_s": 2.0,
+        "bound_s": 0.9,
+        "speedup": 2.0,
+        "fraction_of_bound": 0.9,
+        "simd": "avx2",
+    }
     (tmp_path / "docs" / "bench_norms.json").write_text(json.dumps({"config": {"version": "x"}, "results": [row]}))
     (tmp_path / "docs" / "bench.json").write_text(json.dumps({"config": {}, "linear_attention": []}))
-    result = {"name": "layerwise", "paper": "P1", "mode": "full", "status": "ok", "config": {}, "seeds": [0],
-              "wall_time_s": 120.0, "started": "s", "finished": "f",
-              "comparisons": [{"name": "q", "ours": 1, "paper": 1, "verdict": "reproduced", "note": ""}]}
+    result = {
+        "name": "layerwise",
+        "paper": "P1",
+        "mode": "full",
+        "status": "ok",
+        "config": {},
+        "seeds": [0],
+        "wall_time_s": 120.0,
+        "started": "s",
+        "finished": "f",
+        "comparisons": [{"name": "q", "ours": 1, "paper": 1, "verdict": "reproduced", "note": ""}],
+    }
     (tmp_path / "docs" / "results" / "layerwise" / "results.json").write_text(json.dumps(result))
     for page in ("benchmarks.md", "reproductions.md"):
         (tmp_path / "docs" / page).write_text("old\n")
-    readme = "# x\n<!-- generated: benchmarks -->\n| typed | by hand |\n<!-- end: benchmarks -->\n" \
-             "<!-- generated: reproductions -->\n<!-- end: reproductions -->\n"
+    readme = (
+        "# x\n<!-- generated: benchmarks -->\n| typed | by hand |\n<!-- end: benchmarks -->\n"
+        "<!-- generated: reproductions -->\n<!-- end: reproductions -->\n"
+    )
     (tmp_path / "README.md").write_text(readme)
     messages = []
     assert docs.main(["--check", "--root", str(tmp_path)], write=messages.append) == 1
@@ -38,7 +60,11 @@ def test_check_reports_a_stale_block_and_the_rewrite_fixes_it(tmp_path):
     assert (tmp_path / "README.md").read_text() == readme  # --check writes nothing
     assert docs.main(["--root", str(tmp_path)], write=messages.append) == 0
     text = (tmp_path / "README.md").read_text()
-    assert "typed" not in text and "| avx2 | 0.90 |" in text and "| [layerwise](docs/results/layerwise/report.md) | P1 | 1 |" in text
+    assert (
+        "typed" not in text
+        and "| avx2 | 0.90 |" in text
+        and "| [layerwise](docs/results/layerwise/report.md) | P1 | 1 |" in text
+    )
     assert "| majority | P2 | - |" in text  # experiments without a full run say so
     assert docs.main(["--check", "--root", str(tmp_path)], write=messages.append) == 0
 

@@ -12,8 +12,24 @@ import pynorm
 
 # dims 1-32: rows whose backward keeps the column partials in registers (one or two vectors,
 # whole or with a tail, at every SIMD level)
-SHAPES = [(5, 1), (5, 3), (6, 7), (4, 8), (3, 9), (9, 16), (11, 24), (13, 32), (17, 1023), (2, 65536), (9, 3001),
-          (11, 5000), (0, 8), (1, 8), (300, 64), (2, 3, 9)]
+SHAPES = [
+    (5, 1),
+    (5, 3),
+    (6, 7),
+    (4, 8),
+    (3, 9),
+    (9, 16),
+    (11, 24),
+    (13, 32),
+    (17, 1023),
+    (2, 65536),
+    (9, 3001),
+    (11, 5000),
+    (0, 8),
+    (1, 8),
+    (300, 64),
+    (2, 3, 9),
+]
 AFFINE = ["none", "weight", "bias", "weight_bias"]  # "bias": the kernels pair it with a weight of ones
 
 
@@ -43,9 +59,21 @@ def check_against_reference(x, dy, alpha, weight, bias, dtype_name):
     assert_close(dalpha, ref_da, dtype_name, "dalpha", scale=terms.sum())
     assert (dweight is None) == (weight is None) and (dbias is None) == (bias is None)
     if weight is not None:
-        assert_close(dweight, ref_dw, dtype_name, "dweight", scale=np.abs(np.asarray(dy, np.float64)).reshape(-1, x.shape[-1]).sum(0).max(initial=0))
+        assert_close(
+            dweight,
+            ref_dw,
+            dtype_name,
+            "dweight",
+            scale=np.abs(np.asarray(dy, np.float64)).reshape(-1, x.shape[-1]).sum(0).max(initial=0),
+        )
     if bias is not None:
-        assert_close(dbias, ref_db, dtype_name, "dbias", scale=np.abs(np.asarray(dy, np.float64)).reshape(-1, x.shape[-1]).sum(0).max(initial=0))
+        assert_close(
+            dbias,
+            ref_db,
+            dtype_name,
+            "dbias",
+            scale=np.abs(np.asarray(dy, np.float64)).reshape(-1, x.shape[-1]).sum(0).max(initial=0),
+        )
     return dx, dalpha
 
 

@@ -75,10 +75,21 @@ def test_dask_cluster_matches_serial(serial, tmp_path, monkeypatch):
     distributed = pytest.importorskip("dask.distributed")
     tiny = majority.Config.tiny()
     monkeypatch.setattr(majority.Config, "quick", classmethod(lambda cls: tiny))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
-        status = main(["run", "majority", "--quick", "--out", str(tmp_path), "--no-progress",
-                       "--scheduler", cluster.scheduler_address])
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        status = main(
+            [
+                "run",
+                "majority",
+                "--quick",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+                "--scheduler",
+                cluster.scheduler_address,
+            ]
+        )
     assert status == 0
     record = json.loads((tmp_path / "results.json").read_text())
     assert _outcome(record) == _outcome(serial["majority"])
@@ -127,8 +138,10 @@ def test_store_ignores_other_configs_and_a_torn_record(tmp_path):
     again = _fanout.UnitStore(tmp_path / "units.pickle", cfg)
     assert again.results == {(0, "main"): ({"x": 1.5}, 0.1)}
     again.add((1, "main"), ({"x": 2.5}, 0.3))  # written after the torn record: still readable
-    assert _fanout.UnitStore(tmp_path / "units.pickle", cfg).results == {(0, "main"): ({"x": 1.5}, 0.1),
-                                                                          (1, "main"): ({"x": 2.5}, 0.3)}
+    assert _fanout.UnitStore(tmp_path / "units.pickle", cfg).results == {
+        (0, "main"): ({"x": 1.5}, 0.1),
+        (1, "main"): ({"x": 2.5}, 0.3),
+    }
 
 
 def _closed_port():
@@ -137,17 +150,20 @@ def _closed_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--seeds", "-1"], "non-negative"),
-    (["--seeds", "3", "3"], "must not repeat"),
-    (["--seeds", "x"], "invalid int value"),
-    (["--jobs", "0"], "integer >= 1"),
-    (["--jobs", "2.5"], "integer >= 1"),
-    (["--scheduler", "localhost"], "host:port"),
-    (["--scheduler", "http://127.0.0.1:8786"], "host:port"),
-    (["--scheduler", "127.0.0.1:70000"], "host:port"),
-    (["--scheduler", "tcp://127.0.0.1:{port}"], "no scheduler reachable"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "-1"], "non-negative"),
+        (["--seeds", "3", "3"], "must not repeat"),
+        (["--seeds", "x"], "invalid int value"),
+        (["--jobs", "0"], "integer >= 1"),
+        (["--jobs", "2.5"], "integer >= 1"),
+        (["--scheduler", "localhost"], "host:port"),
+        (["--scheduler", "http://127.0.0.1:8786"], "host:port"),
+        (["--scheduler", "127.0.0.1:70000"], "host:port"),
+        (["--scheduler", "tcp://127.0.0.1:{port}"], "no scheduler reachable"),
+    ],
+)
 def test_bad_arguments_get_one_line_and_status_2(args, message, tmp_path, capsys):
     if "--scheduler" in args:  # its form is checked once dask is known to be there
         pytest.importorskip("dask.distributed")

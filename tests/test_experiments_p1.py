@@ -52,8 +52,9 @@ def test_power_method_writes_figures_and_resumes(power_run):
 def test_power_method_diagnosis_covers_every_noise_and_loss_form(power_run):
     out, cfg, record = power_run
     rows = record["metrics"]["diagnosis"]
-    assert sorted((r["relative_noise"], r["loss_form"]) for r in rows) == \
-        sorted((x, form) for x in cfg.diag_noises for form in ("normalized", "plain"))
+    assert sorted((r["relative_noise"], r["loss_form"]) for r in rows) == sorted(
+        (x, form) for x in cfg.diag_noises for form in ("normalized", "plain")
+    )
     for form in ("normalized", "plain"):
         mine = sorted((r for r in rows if r["loss_form"] == form), key=lambda r: r["relative_noise"])
         # the exact structured init stays in the invariant set: no off-block energy at all
@@ -81,18 +82,32 @@ def test_power_method_report_shows_the_diagnosis(power_run):
 
 def test_diagnosis_finding_names_the_noises_that_grow():
     def row(noise, form, initial, final, step=None):
-        return {"relative_noise": noise, "loss_form": form, "initial_off_block_ratio": initial,
-                "final_off_block_ratio": final, "off_exceeds_in_step": step}
+        return {
+            "relative_noise": noise,
+            "loss_form": form,
+            "initial_off_block_ratio": initial,
+            "final_off_block_ratio": final,
+            "off_exceeds_in_step": step,
+        }
 
-    rows = [row(0.0, "normalized", 0.0, 0.0), row(1e-3, "normalized", 1e-4, 1e-5),
-            row(1e-2, "normalized", 1e-2, 2.0, 300), row(0.0, "plain", 0.0, 0.0), row(1e-3, "plain", 1e-4, 0.5),
-            row(1e-2, "plain", 1e-2, 3.0, 90)]
+    rows = [
+        row(0.0, "normalized", 0.0, 0.0),
+        row(1e-3, "normalized", 1e-4, 1e-5),
+        row(1e-2, "normalized", 1e-2, 2.0, 300),
+        row(0.0, "plain", 0.0, 0.0),
+        row(1e-3, "plain", 1e-4, 0.5),
+        row(1e-2, "plain", 1e-2, 3.0, 90),
+    ]
     text = power_method.diagnosis_finding(rows, 500)
     assert "(500 steps" in text
-    assert "normalized loss the off-block ratio grew at relative noise 0.01 and overtook the in-block energy at " \
-           "0.01 (step 300)" in text
-    assert "plain loss the off-block ratio grew at relative noise 0.001, 0.01 and overtook the in-block energy at " \
-           "0.01 (step 90)" in text
+    assert (
+        "normalized loss the off-block ratio grew at relative noise 0.01 and overtook the in-block energy at "
+        "0.01 (step 300)" in text
+    )
+    assert (
+        "plain loss the off-block ratio grew at relative noise 0.001, 0.01 and overtook the in-block energy at "
+        "0.01 (step 90)" in text
+    )
 
 
 def test_block_energies_split_the_matrices():
@@ -188,8 +203,11 @@ def test_contract_of_p1_modules():
 
 def test_cli_run(tmp_path, monkeypatch, capsys):
     tiny = power_method.Config.tiny()
-    monkeypatch.setattr(power_method.Config, "quick", classmethod(
-        lambda cls: dataclasses.replace(tiny, steps=20, probe_steps=5, n_points=3)))
+    monkeypatch.setattr(
+        power_method.Config,
+        "quick",
+        classmethod(lambda cls: dataclasses.replace(tiny, steps=20, probe_steps=5, n_points=3)),
+    )
     out = tmp_path / "pm"
     assert main(["run", "power-method", "--quick", "--seeds", "1", "--out", str(out), "--no-progress"]) == 0
     data = json.loads((out / "results.json").read_text())
@@ -200,5 +218,8 @@ def test_cli_run(tmp_path, monkeypatch, capsys):
 
 
 def test_json_sanitising():
-    assert _report.to_jsonable({"a": np.float32(1.5), "b": float("nan"), "c": (1, np.int64(2))}) == \
-        {"a": 1.5, "b": None, "c": [1, 2]}
+    assert _report.to_jsonable({"a": np.float32(1.5), "b": float("nan"), "c": (1, np.int64(2))}) == {
+        "a": 1.5,
+        "b": None,
+        "c": [1, 2],
+    }

@@ -55,7 +55,8 @@ def op_results() -> dict[str, str]:
             name = f"linear_attention[{problems}x600x32,causal={causal}]"
             calls[name] = lambda q=q, k=k, v=v, kw=kw: pynorm.linear_attention(q, k, v, **kw)
             calls[name + "_backward"] = lambda q=q, k=k, v=v, dout=dout, kw=kw: pynorm.linear_attention_backward(
-                dout, q, k, v, **kw)
+                dout, q, k, v, **kw
+            )
     digests = {}
     for name, call in calls.items():
         out = call()
@@ -142,8 +143,14 @@ def _run_in_subprocess(method: str, runner: str) -> subprocess.CompletedProcess:
     too) if it outlives SCENARIO_TIMEOUT."""
     package_root = os.path.dirname(os.path.dirname(pynorm.__file__))  # the pynorm this test imports
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), method, runner], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), method, runner],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=SCENARIO_TIMEOUT)
     except subprocess.TimeoutExpired:

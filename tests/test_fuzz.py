@@ -55,8 +55,14 @@ NORM_VARIANTS = {  # target: (center, scale); rms_norm runs pynorm.rms_norm, the
     "affine_only": (False, False),
     "rms_norm": (False, True),
 }
-TARGETS = list(NORM_VARIANTS) + ["dyt", "linear_attention", "linear_attention_causal",
-                                 "merged_linear_attention", "matmul", "matmul_transpose_a"]
+TARGETS = list(NORM_VARIANTS) + [
+    "dyt",
+    "linear_attention",
+    "linear_attention_causal",
+    "merged_linear_attention",
+    "matmul",
+    "matmul_transpose_a",
+]
 
 DEFAULT_CASES_PER_TARGET = 30
 CAMPAIGN_CASES = int(os.environ.get("PYNORM_FUZZ_CASES", "0"))  # total over TARGETS; 0: the default suite
@@ -342,7 +348,8 @@ def array_specs(draw, shapes, positive=(), degrees=None, counts=None, broadcast_
         specs[name] = ArraySpec(
             shape=tuple(shapes[name]),
             layout=draw(layouts(ndim, allow_broadcast=broadcast_ok)),
-            kind=extreme_kind if name == extreme and not (name in positive and extreme_kind in SMALL_KINDS)
+            kind=extreme_kind
+            if name == extreme and not (name in positive and extreme_kind in SMALL_KINDS)
             else draw(st.sampled_from(["normal", "normal", "row_scales"])),
             special=special if name == special_target and not (name in positive and special in SMALL_KINDS) else "",
             special_count=draw(st.integers(1, 4)),
@@ -635,8 +642,14 @@ def run_norm(target, case):
     dy_sums = float(column_sums(dy).max(initial=0))
     assert (dweight is None) == (weight is None) and (dbias is None) == (bias is None)
     if weight is not None:
-        check(dweight, ref_dw, dtype_name, f"{target}: dweight", scale=dy_sums * max(xhat_terms, 1.0),
-              nonfinite_exact=exact)
+        check(
+            dweight,
+            ref_dw,
+            dtype_name,
+            f"{target}: dweight",
+            scale=dy_sums * max(xhat_terms, 1.0),
+            nonfinite_exact=exact,
+        )
     if bias is not None:
         check(dbias, ref_db, dtype_name, f"{target}: dbias", scale=dy_sums, nonfinite_exact=exact)
     # the statistics of a row holding Inf or NaN are non-finite, NaN (torch's native_layer_norm)
@@ -646,8 +659,13 @@ def run_norm(target, case):
         if got is not None:
             non_finite = ~finite_rows & ~np.isfinite(want)
             assert not np.isfinite(got[non_finite]).any(), f"{target}: {name} of a non-finite row"
-            check(got[finite_rows], want[finite_rows], stats_name, f"{target}: {name}",
-                  scale=finite_max(x64) if name == "mean" else None)
+            check(
+                got[finite_rows],
+                want[finite_rows],
+                stats_name,
+                f"{target}: {name}",
+                scale=finite_max(x64) if name == "mean" else None,
+            )
     count(target, case, out=out_kind, eps=eps, stats=opt["return_stats"])
 
 
@@ -736,8 +754,10 @@ def attention_cases(draw, causal):
     q_shape = draw(row_shapes(max_dim=d_k, min_leading=1, max_leading=4, max_rows=max_tokens, rows_axis_last=True))
     q_shape = q_shape[:-1] + (d_k,)
     problems = math.prod(q_shape[:-2])
-    while (problems * q_shape[-2] * max(d_k, d_v) > MAX_ELEMENTS
-           or problems * q_shape[-2] ** 2 * (d_k + d_v) > MAX_REFERENCE_FLOPS):
+    while (
+        problems * q_shape[-2] * max(d_k, d_v) > MAX_ELEMENTS
+        or problems * q_shape[-2] ** 2 * (d_k + d_v) > MAX_REFERENCE_FLOPS
+    ):
         q_shape = q_shape[:-2] + (q_shape[-2] // 2, d_k)
     tokens = max(q_shape[-2], 1)
     v_shape = q_shape[:-1] + (d_v,)
@@ -777,8 +797,9 @@ def run_attention(target, case):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_linear_attention(causal, data):
-    run_attention("linear_attention_causal" if causal else "linear_attention",
-                  data.draw(attention_cases(causal), label="case"))
+    run_attention(
+        "linear_attention_causal" if causal else "linear_attention", data.draw(attention_cases(causal), label="case")
+    )
 
 
 @st.composite
@@ -847,8 +868,11 @@ def matmul_cases(draw, transpose_a):
         if draw(st.booleans()):
             shapes["add"] = a_shape[:-1] + (n,)
         counts = {name: inner for name in shapes}
-    return Case(dtype, draw(array_specs(shapes, counts=counts, specials=FINITE_SPECIALS)),
-                dict(transpose_a=transpose_a, n_threads=draw(st.sampled_from(THREADS))))
+    return Case(
+        dtype,
+        draw(array_specs(shapes, counts=counts, specials=FINITE_SPECIALS)),
+        dict(transpose_a=transpose_a, n_threads=draw(st.sampled_from(THREADS))),
+    )
 
 
 def run_matmul(target, case):
@@ -977,8 +1001,18 @@ def test_bug_norm_float32_range_tiny_with_eps_0(magnitude, center):
 
 
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
-@pytest.mark.parametrize("causal", [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=True, reason="the masked part of a causal chunk is multiplied into a NaN (0 * NaN)"))])
+@pytest.mark.parametrize(
+    "causal",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True, reason="the masked part of a causal chunk is multiplied into a NaN (0 * NaN)"
+            ),
+        ),
+    ],
+)
 @pytest.mark.parametrize("where", ["key_5", "query_100"])
 def test_linear_attention_nan_reaches_what_attends_to_it(dtype_name, causal, where):
     """A NaN reaches exactly the rows whose definition involves it. In key 5: out and dq of the

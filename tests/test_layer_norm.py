@@ -19,8 +19,23 @@ VARIANTS = {  # name: (center, scale)
 AFFINE = ["none", "weight", "bias", "weight_bias"]  # "bias": the kernels pair it with a weight of ones
 # dims 1-32 span the row shapes the backward keeps in registers (one or two vectors, whole or
 # with a tail, at every SIMD level); 13 rows leave a group remainder
-SHAPES = [(5, 1), (5, 3), (6, 7), (4, 8), (3, 9), (9, 16), (11, 24), (13, 32), (17, 1023), (6, 3001), (2, 65536),
-          (0, 8), (1, 8), (300, 64), (2, 3, 9)]
+SHAPES = [
+    (5, 1),
+    (5, 3),
+    (6, 7),
+    (4, 8),
+    (3, 9),
+    (9, 16),
+    (11, 24),
+    (13, 32),
+    (17, 1023),
+    (6, 3001),
+    (2, 65536),
+    (0, 8),
+    (1, 8),
+    (300, 64),
+    (2, 3, 9),
+]
 
 
 def make_case(rng, shape, dtype, affine, loc=0.0, spread=1.0):
@@ -46,7 +61,9 @@ def check_against_reference(x, dy, weight, bias, eps, center, scale, dtype_name,
     dx, dweight, dbias = pynorm.layer_norm_backward(
         dy, x, weight, bias, eps, center=center, scale=scale, mean=mean, rstd=rstd
     )
-    if center and x.shape[-1] == 1 and not (scale and eps == 0):  # x - mean(x) is exactly 0: so are y - bias, dx, dweight
+    if (
+        center and x.shape[-1] == 1 and not (scale and eps == 0)
+    ):  # x - mean(x) is exactly 0: so are y - bias, dx, dweight
         check_single_centred_element(y, dx, dweight, dbias, dy, bias)
         return
     ref_y, ref_dx, ref_dw, ref_db = reference.layer_norm(x, weight, bias, eps, center, scale, dy)

@@ -30,8 +30,17 @@ def ref_matmul_tn(a, b):
 
 # (shape of a, n): one row, k = 1, n = 1, n not a multiple of any vector width, zero rows,
 # k = 0 (the product is zero), n = 0, 3-d a, more rows than one chunk (64), the trainer's shapes.
-NN_SHAPES = [((1, 1), 1), ((5, 3), 2), ((0, 4), 3), ((7, 0), 3), ((4, 3), 0), ((2, 3, 9), 17),
-             ((130, 32), 64), ((301, 33), 7), ((4224, 32), 32)]
+NN_SHAPES = [
+    ((1, 1), 1),
+    ((5, 3), 2),
+    ((0, 4), 3),
+    ((7, 0), 3),
+    ((4, 3), 0),
+    ((2, 3, 9), 17),
+    ((130, 32), 64),
+    ((301, 33), 7),
+    ((4224, 32), 32),
+]
 
 
 @pytest.mark.parametrize("a_shape,n", NN_SHAPES)
@@ -78,9 +87,9 @@ def test_dtypes(dtype):
 def test_non_contiguous_and_torch_inputs():
     rng = np.random.default_rng(2)
     big = rng.standard_normal((90, 70))
-    a = big[::2, 5:37]           # strided rows
-    b = big[:64:2, :40].T.T      # strided rows of b
-    bt = big[:40, :32].T         # a transposed b: non-contiguous last axis
+    a = big[::2, 5:37]  # strided rows
+    b = big[:64:2, :40].T.T  # strided rows of b
+    bt = big[:40, :32].T  # a transposed b: non-contiguous last axis
     add = big[:45, 30:70]
     assert_close(pynorm.matmul(a, b[:32]), ref_matmul(a, b[:32]), "float64", "strided a, b")
     assert_close(pynorm.matmul(a, bt, add=add), ref_matmul(a, bt, add), "float64", "transposed b, strided add")

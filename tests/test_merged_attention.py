@@ -72,7 +72,7 @@ def test_empty(shape):
 def test_non_contiguous_inputs():
     rng = np.random.default_rng(3)
     big = rng.standard_normal((5, 20, 30))
-    x = big[:, ::2, 3:15]              # strided rows and problems
+    x = big[:, ::2, 3:15]  # strided rows and problems
     dout = big[:, 1::2, 10:22]
     W = rng.standard_normal((12, 12)).T  # a transposed (Fortran-ordered) weight
     V = rng.standard_normal((12, 12))
@@ -82,8 +82,11 @@ def test_non_contiguous_inputs():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_bitwise_same_for_any_thread_count(dtype):
     x, W, V, dout = inputs(np.random.default_rng(4), (300, 33, 32), np.dtype(dtype))
-    runs = [(pynorm.merged_linear_attention(x, W, V, residual=True, n_threads=t),)
-            + pynorm.merged_linear_attention_backward(dout, x, W, V, residual=True, n_threads=t) for t in (1, 2, 3)]
+    runs = [
+        (pynorm.merged_linear_attention(x, W, V, residual=True, n_threads=t),)
+        + pynorm.merged_linear_attention_backward(dout, x, W, V, residual=True, n_threads=t)
+        for t in (1, 2, 3)
+    ]
     for run in runs[1:]:
         for got, first in zip(run, runs[0]):
             assert np.array_equal(got, first)

@@ -70,8 +70,12 @@ def test_embedding_tied(rng):
 def test_feedforward(rng, kind):
     layer = nn.FeedForward(4, 6, kind, rng=rng)
     act = F.relu if kind == "relu" else (lambda t: F.gelu(t, approximate="tanh"))
-    check_layer(layer, rng.standard_normal((3, 4)), lambda x, p: F.linear(
-        act(F.linear(x, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"]), rng)
+    check_layer(
+        layer,
+        rng.standard_normal((3, 4)),
+        lambda x, p: F.linear(act(F.linear(x, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"]),
+        rng,
+    )
 
 
 def _torch_norm(kind, eps):
@@ -148,8 +152,7 @@ def test_linear_attention_kernel_matches_the_twins_formula(rng, causal, normaliz
     dout = rng.standard_normal(out_t.shape)
     out_t.backward(torch.tensor(dout))
     close(pynorm.linear_attention(q, k, v, **kwargs), out_t, "out")
-    for got, t, name in zip(pynorm.linear_attention_backward(dout, q, k, v, **kwargs),
-                            (qt, kt, vt), "qkv"):
+    for got, t, name in zip(pynorm.linear_attention_backward(dout, q, k, v, **kwargs), (qt, kt, vt), "qkv"):
         close(got, t.grad, f"d{name}")
 
 
@@ -181,8 +184,9 @@ def test_linear_attention_residual(rng, causal):
 
 
 def test_linear_attention_qkv(rng):
-    layer = nn.LinearAttention(6, parametrization="qkv", causal=True, normalize=True, key_dim=4, value_dim=5,
-                               bias=True, rng=rng)
+    layer = nn.LinearAttention(
+        6, parametrization="qkv", causal=True, normalize=True, key_dim=4, value_dim=5, bias=True, rng=rng
+    )
 
     def reference(x, p):
         proj = {n: F.linear(x, p[f"{n}_proj.weight"], p[f"{n}_proj.bias"]) for n in "qkv"}
@@ -221,12 +225,15 @@ def test_softmax_attention_vs_torch_multihead(rng, causal, bias):
 def test_pre_norm_block_vs_twin(rng, norm):
     from pynorm.nn import _torch_twin
 
-    block = nn.PreNormBlock(nn.SoftmaxAttention(8, 2, causal=True, rng=rng), nn.FeedForward(8, 12, rng=rng),
-                            nn.make_norm(norm, 8), nn.make_norm("layernorm", 8))
+    block = nn.PreNormBlock(
+        nn.SoftmaxAttention(8, 2, causal=True, rng=rng),
+        nn.FeedForward(8, 12, rng=rng),
+        nn.make_norm(norm, 8),
+        nn.make_norm("layernorm", 8),
+    )
     twin = _torch_twin.to_torch(block)
     assert [n for n, _ in twin.named_parameters()] == list(block.parameters())
-    check_layer(block, rng.standard_normal((2, 5, 8)),
-                lambda x, p: torch.func.functional_call(twin, p, (x,)), rng)
+    check_layer(block, rng.standard_normal((2, 5, 8)), lambda x, p: torch.func.functional_call(twin, p, (x,)), rng)
 
 
 def test_looped_block_vs_twin(rng):
@@ -269,9 +276,12 @@ def test_mse_and_cross_entropy(rng):
 
 def test_float32_layers_keep_dtype(rng):
     x = rng.standard_normal((2, 5, 8)).astype(np.float32)
-    block = nn.PreNormBlock(nn.SoftmaxAttention(8, 2, dtype=np.float32, rng=rng),
-                            nn.FeedForward(8, 8, dtype=np.float32, rng=rng),
-                            nn.make_norm("dyt", 8, dtype=np.float32), nn.LayerNorm(8, dtype=np.float32))
+    block = nn.PreNormBlock(
+        nn.SoftmaxAttention(8, 2, dtype=np.float32, rng=rng),
+        nn.FeedForward(8, 8, dtype=np.float32, rng=rng),
+        nn.make_norm("dyt", 8, dtype=np.float32),
+        nn.LayerNorm(8, dtype=np.float32),
+    )
     y = block(x)
     dx = block.backward(np.ones_like(y))
     assert y.dtype == dx.dtype == np.float32

@@ -29,6 +29,7 @@ def one_thread_each():
     torch.set_num_threads(torch_threads)
     pynorm.set_num_threads(pynorm_threads)
 
+
 # The papers' models with the papers' optimizers; only data size and batch are made small.
 SMALL = {
     "power-method": dict(n_train=256, n_test=32, batch_size=16),
@@ -44,8 +45,11 @@ def assert_within(errors, tolerance):
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_50_steps_agree_with_twin_float64(name):
     errors = compare_with_twin(name, 50, "float64", **SMALL[name])
-    assert {"loss"} | {f"{kind}:{p}" for kind in ("grad", "param") for p in
-                       nn.build_experiment(name, **SMALL[name])[0].model.parameters()} == set(errors)
+    assert {"loss"} | {
+        f"{kind}:{p}"
+        for kind in ("grad", "param")
+        for p in nn.build_experiment(name, **SMALL[name])[0].model.parameters()
+    } == set(errors)
     assert_within(errors, TOLERANCES["float64"])
 
 
@@ -54,11 +58,14 @@ def test_steps_agree_with_twin_float32(name):
     assert_within(compare_with_twin(name, 20, "float32", **SMALL[name]), TOLERANCES["float32"])
 
 
-@pytest.mark.parametrize("settings", [
-    dict(optimizer="sgd", momentum=0.9, weight_decay=0.01, clip_norm=0.05),
-    dict(optimizer="adamw", lr=0.01, weight_decay=0.1, schedule="cosine", warmup_steps=3, clip_norm=0.5),
-    dict(optimizer="adam", lr=0.01, weight_decay=0.01, schedule="linear", min_lr_factor=0.1),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(optimizer="sgd", momentum=0.9, weight_decay=0.01, clip_norm=0.05),
+        dict(optimizer="adamw", lr=0.01, weight_decay=0.1, schedule="cosine", warmup_steps=3, clip_norm=0.5),
+        dict(optimizer="adam", lr=0.01, weight_decay=0.01, schedule="linear", min_lr_factor=0.1),
+    ],
+)
 def test_optimizers_schedules_clipping_agree_with_twin(settings):
     overrides = {**SMALL["majority"], "attn_norm": "dyt", **settings}
     assert_within(compare_with_twin("majority", 8, "float64", **overrides), TOLERANCES["float64"])
@@ -71,15 +78,19 @@ def test_p2_norm_variants_agree_with_twin(attn_norm):
 
 
 def test_p1_without_layer_norm_agrees_with_twin():
-    errors = compare_with_twin("power-method", 5, "float64", layer_norm=False, init_w=0.02, init_v=0.02,
-                               **SMALL["power-method"])
+    errors = compare_with_twin(
+        "power-method", 5, "float64", layer_norm=False, init_w=0.02, init_v=0.02, **SMALL["power-method"]
+    )
     assert_within(errors, TOLERANCES["float64"])
 
 
-@pytest.mark.parametrize("name,settings", [
-    ("power-method", dict(optimizer="sgd", momentum=0.9)),
-    ("majority", dict(optimizer="adamw", weight_decay=0.1, schedule="cosine", warmup_steps=2)),
-])
+@pytest.mark.parametrize(
+    "name,settings",
+    [
+        ("power-method", dict(optimizer="sgd", momentum=0.9)),
+        ("majority", dict(optimizer="adamw", weight_decay=0.1, schedule="cosine", warmup_steps=2)),
+    ],
+)
 def test_checkpoint_resume_is_bit_identical(tmp_path, name, settings):
     common = dict(SMALL[name], steps=8, progress=False, log_every=1, eval_every=4, **settings)
     experiment, config = nn.build_experiment(name, **common)
@@ -102,8 +113,9 @@ def test_checkpoint_resume_is_bit_identical(tmp_path, name, settings):
 
 
 def test_training_reduces_the_p1_loss():
-    experiment, config = nn.build_experiment("power-method", n_train=256, n_test=64, batch_size=32, steps=40,
-                                             progress=False)
+    experiment, config = nn.build_experiment(
+        "power-method", n_train=256, n_test=64, batch_size=32, steps=40, progress=False
+    )
     trainer = nn.Trainer(experiment, config)
     before = trainer.evaluate()["test_loss"]
     trainer.fit()
@@ -125,8 +137,9 @@ def test_former_experiment_names_still_work(tmp_path):
     """p1_looped / p2_majority (the names before pynorm check took pynorm run's) are aliases,
     and a checkpoint written under a former name resumes."""
     assert nn.build_experiment("p1_looped", n_train=8, n_test=2, batch_size=4)[0].name == "power-method"
-    experiment, config = nn.build_experiment("power-method", n_train=16, n_test=4, batch_size=4, steps=2,
-                                             progress=False, out_dir=str(tmp_path))
+    experiment, config = nn.build_experiment(
+        "power-method", n_train=16, n_test=4, batch_size=4, steps=2, progress=False, out_dir=str(tmp_path)
+    )
     nn.Trainer(experiment, config).fit()
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
     (tmp_path / "checkpoint.json").write_text(json.dumps({**meta, "experiment": "p1_looped"}))
@@ -143,32 +156,47 @@ def test_missing_optional_dependency_is_one_line_before_any_work(capsys, monkeyp
     assert cli.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.count("\n") == 1 and "pip install \"pynorm[" in captured.err
+    assert captured.err.count("\n") == 1 and 'pip install "pynorm[' in captured.err
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda: nn.build_experiment("p3_vision"), ValueError, "unknown experiment 'p3_vision'"),
-    (lambda: nn.build_experiment("power-method", widht=3), ValueError, "unknown setting"),
-    (lambda: nn.build_experiment("power-method", optimizer="lion"), ValueError, "unknown optimizer 'lion'"),
-    (lambda: nn.build_experiment("power-method", "float16"), ValueError, "dtype must be one of"),
-    (lambda: nn.build_experiment("majority", attn_norm="batchnorm", n_sequences=100), ValueError,
-     "unknown attn_norm 'batchnorm'"),
-    (lambda: nn.build_experiment("power-method", schedule="cosine", steps=5, warmup_steps=5), ValueError,
-     "warmup_steps < total_steps"),
-    (lambda: nn.Trainer(*nn.build_experiment("power-method", n_train=8, n_test=2, batch_size=16)), ValueError,
-     "exceeds the 8 training samples"),
-    (lambda: nn.Linear(4, 3).forward(np.zeros((2, 5))), ValueError, "last axis 4"),
-    (lambda: nn.Linear(4, 3).forward(np.zeros((2, 4), np.float32)), TypeError, "dtype float32"),
-    (lambda: nn.SoftmaxAttention(6, 4), ValueError, "not divisible"),
-    (lambda: nn.make_norm("batchnorm", 4), ValueError, "unknown norm 'batchnorm'"),
-    (lambda: nn.LinearAttention(4, parametrization="kernel"), ValueError, "unknown parametrization"),
-    (lambda: nn.Activation("swish"), ValueError, "unknown kind 'swish'"),
-    (lambda: nn.Embedding(5, 2).forward(np.array([5])), ValueError, r"ids must lie in \[0, 5\)"),
-    (lambda: nn.PreNormBlock(nn.SoftmaxAttention(4, 2), nn.FeedForward(4, 4, dtype=np.float32)), ValueError,
-     "dtype"),
-    (lambda: nn.Linear(3, 2).backward(np.zeros(2)), RuntimeError, "without a matching forward"),
-    (lambda: nn.CrossEntropyLoss()(np.zeros((2, 3, 4)), np.zeros((2, 4), int)), ValueError, "labels of shape"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: nn.build_experiment("p3_vision"), ValueError, "unknown experiment 'p3_vision'"),
+        (lambda: nn.build_experiment("power-method", widht=3), ValueError, "unknown setting"),
+        (lambda: nn.build_experiment("power-method", optimizer="lion"), ValueError, "unknown optimizer 'lion'"),
+        (lambda: nn.build_experiment("power-method", "float16"), ValueError, "dtype must be one of"),
+        (
+            lambda: nn.build_experiment("majority", attn_norm="batchnorm", n_sequences=100),
+            ValueError,
+            "unknown attn_norm 'batchnorm'",
+        ),
+        (
+            lambda: nn.build_experiment("power-method", schedule="cosine", steps=5, warmup_steps=5),
+            ValueError,
+            "warmup_steps < total_steps",
+        ),
+        (
+            lambda: nn.Trainer(*nn.build_experiment("power-method", n_train=8, n_test=2, batch_size=16)),
+            ValueError,
+            "exceeds the 8 training samples",
+        ),
+        (lambda: nn.Linear(4, 3).forward(np.zeros((2, 5))), ValueError, "last axis 4"),
+        (lambda: nn.Linear(4, 3).forward(np.zeros((2, 4), np.float32)), TypeError, "dtype float32"),
+        (lambda: nn.SoftmaxAttention(6, 4), ValueError, "not divisible"),
+        (lambda: nn.make_norm("batchnorm", 4), ValueError, "unknown norm 'batchnorm'"),
+        (lambda: nn.LinearAttention(4, parametrization="kernel"), ValueError, "unknown parametrization"),
+        (lambda: nn.Activation("swish"), ValueError, "unknown kind 'swish'"),
+        (lambda: nn.Embedding(5, 2).forward(np.array([5])), ValueError, r"ids must lie in \[0, 5\)"),
+        (
+            lambda: nn.PreNormBlock(nn.SoftmaxAttention(4, 2), nn.FeedForward(4, 4, dtype=np.float32)),
+            ValueError,
+            "dtype",
+        ),
+        (lambda: nn.Linear(3, 2).backward(np.zeros(2)), RuntimeError, "without a matching forward"),
+        (lambda: nn.CrossEntropyLoss()(np.zeros((2, 3, 4)), np.zeros((2, 4), int)), ValueError, "labels of shape"),
+    ],
+)
 def test_bad_configurations_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()

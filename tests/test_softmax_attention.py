@@ -39,10 +39,21 @@ def check_against_torch(q, k, v, dout, causal, scale=None):
 
 # (batch shape, N, head dim): 1-3 leading axes, N around the vector widths and the 64-row
 # block, head dims off the vector width. Dv = Dk here; Dk != Dv below.
-SHAPES = [(b, n, d) for b, n, d in [
-    ((1,), 1, 1), ((2,), 2, 3), ((3,), 7, 8), ((2, 2), 50, 8), ((2,), 64, 16), ((1, 2, 1), 65, 33),
-    ((1,), 300, 64), ((2,), 7, 64), ((2, 1), 65, 1), ((1,), 300, 3),
-]]
+SHAPES = [
+    (b, n, d)
+    for b, n, d in [
+        ((1,), 1, 1),
+        ((2,), 2, 3),
+        ((3,), 7, 8),
+        ((2, 2), 50, 8),
+        ((2,), 64, 16),
+        ((1, 2, 1), 65, 33),
+        ((1,), 300, 64),
+        ((2,), 7, 64),
+        ((2, 1), 65, 1),
+        ((1,), 300, 3),
+    ]
+]
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -63,7 +74,9 @@ def test_value_dim_and_scale(rng, causal):
 def test_two_dimensional_input_is_one_problem(rng):
     q, k, v, dout = make_inputs(rng, (), 20, 6, 4)
     check_against_torch(q, k, v, dout, False)
-    np.testing.assert_array_equal(pynorm.softmax_attention(q, k, v), pynorm.softmax_attention(q[None], k[None], v[None])[0])
+    np.testing.assert_array_equal(
+        pynorm.softmax_attention(q, k, v), pynorm.softmax_attention(q[None], k[None], v[None])[0]
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -218,9 +231,13 @@ def each_simd_level():
         core().set_simd_level(original)
 
 
-@pytest.mark.parametrize("dtype, lo, hi, subnormal_lo", [
-    (np.float32, -87.0, -17.0, -103.9), (np.float64, -708.0, -37.0, -745.0),
-])
+@pytest.mark.parametrize(
+    "dtype, lo, hi, subnormal_lo",
+    [
+        (np.float32, -87.0, -17.0, -103.9),
+        (np.float64, -708.0, -37.0, -745.0),
+    ],
+)
 def test_exp_is_accurate_at_every_simd_level(dtype, lo, hi, subnormal_lo):
     rng = np.random.default_rng(7)
     x = np.concatenate([rng.uniform(lo, hi, 100_000), np.linspace(lo, hi, 20_001)]).astype(dtype)

@@ -28,21 +28,24 @@ def _calls() -> dict[str, callable]:
         x, dy = rng.standard_normal((2, 256, 1000)).astype(dtype)
         w, b = rng.standard_normal((2, 1000)).astype(dtype)
         name = np.dtype(dtype).name
-        calls.update({
-            f"layer_norm[{name}]": lambda x=x, w=w, b=b: pynorm.layer_norm(x, w, b, return_stats=True),
-            f"layer_norm_backward[{name}]": lambda x=x, dy=dy, w=w, b=b: pynorm.layer_norm_backward(dy, x, w, b),
-            f"rms_norm[{name}]": lambda x=x, w=w: pynorm.rms_norm(x, w),
-            f"rms_norm_backward[{name}]": lambda x=x, dy=dy, w=w: pynorm.rms_norm_backward(dy, x, w),
-            f"dyt[{name}]": lambda x=x, w=w, b=b: pynorm.dyt(x, 0.8, w, b),
-            f"dyt_backward[{name}]": lambda x=x, dy=dy, w=w, b=b: pynorm.dyt_backward(dy, x, 0.8, w, b),
-        })
+        calls.update(
+            {
+                f"layer_norm[{name}]": lambda x=x, w=w, b=b: pynorm.layer_norm(x, w, b, return_stats=True),
+                f"layer_norm_backward[{name}]": lambda x=x, dy=dy, w=w, b=b: pynorm.layer_norm_backward(dy, x, w, b),
+                f"rms_norm[{name}]": lambda x=x, w=w: pynorm.rms_norm(x, w),
+                f"rms_norm_backward[{name}]": lambda x=x, dy=dy, w=w: pynorm.rms_norm_backward(dy, x, w),
+                f"dyt[{name}]": lambda x=x, w=w, b=b: pynorm.dyt(x, 0.8, w, b),
+                f"dyt_backward[{name}]": lambda x=x, dy=dy, w=w, b=b: pynorm.dyt_backward(dy, x, 0.8, w, b),
+            }
+        )
     for problems, causal in itertools.product((1, 3), (False, True)):
         q, k, v, dout = rng.standard_normal((4, problems, 700, 24)).astype(np.float32)
         kw = dict(causal=causal, normalize=True)
         name = f"{problems}x700x24,causal={causal}"
         calls[f"linear_attention[{name}]"] = lambda q=q, k=k, v=v, kw=kw: pynorm.linear_attention(q, k, v, **kw)
-        calls[f"linear_attention_backward[{name}]"] = (
-            lambda q=q, k=k, v=v, dout=dout, kw=kw: pynorm.linear_attention_backward(dout, q, k, v, **kw))
+        calls[f"linear_attention_backward[{name}]"] = lambda q=q, k=k, v=v, dout=dout, kw=kw: (
+            pynorm.linear_attention_backward(dout, q, k, v, **kw)
+        )
     a, g = rng.standard_normal((2, 8192, 48)).astype(np.float32)
     m = rng.standard_normal((48, 40)).astype(np.float32)
     calls["matmul"] = lambda: pynorm.matmul(a, m)
@@ -51,7 +54,8 @@ def _calls() -> dict[str, callable]:
     W, V = rng.standard_normal((2, 32, 32)).astype(np.float32) / 6
     calls["merged_linear_attention"] = lambda: pynorm.merged_linear_attention(x, W, V, residual=True)
     calls["merged_linear_attention_backward"] = lambda: pynorm.merged_linear_attention_backward(
-        dout, x, W, V, residual=True)
+        dout, x, W, V, residual=True
+    )
     return calls
 
 

@@ -279,7 +279,9 @@ def test_errors_name_the_argument():
         pt.dyt(x, torch.ones(2))
     with pytest.raises(TypeError, match="share one dtype"):
         f32 = torch.float32  # explicit: tests/reference.py sets torch's default dtype to float64
-        pt.linear_attention(torch.ones(4, 2, dtype=f32), torch.ones(4, 2, dtype=torch.float64), torch.ones(4, 2, dtype=f32))
+        pt.linear_attention(
+            torch.ones(4, 2, dtype=f32), torch.ones(4, 2, dtype=torch.float64), torch.ones(4, 2, dtype=f32)
+        )
 
 
 def test_empty_and_one_dimensional_inputs():

@@ -94,5 +94,13 @@ def __getattr__(attr):  # run_experiment / run_all live in _report (which import
     raise AttributeError(f"module 'pynorm.experiments' has no attribute {attr!r}")
 
 
-__all__ = ["EXPERIMENTS", "VERDICTS", "ExperimentUnavailable", "available", "load", "make_config", "run_all",
-           "run_experiment"]
+__all__ = [
+    "EXPERIMENTS",
+    "VERDICTS",
+    "ExperimentUnavailable",
+    "available",
+    "load",
+    "make_config",
+    "run_all",
+    "run_experiment",
+]

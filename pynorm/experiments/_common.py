@@ -48,8 +48,12 @@ def _configs_match(meta: Dict[str, Any], experiment: Experiment, config: TrainCo
     for key in RESUMABLE_FIELDS:
         train_now.pop(key, None)
         train_saved.pop(key, None)
-    return (canonical_name(meta.get("experiment", "")) == canonical_name(experiment.name) and meta.get("model_config") == model_now
-            and train_saved == train_now and meta.get("dtype") == experiment.dtype.name)
+    return (
+        canonical_name(meta.get("experiment", "")) == canonical_name(experiment.name)
+        and meta.get("model_config") == model_now
+        and train_saved == train_now
+        and meta.get("dtype") == experiment.dtype.name
+    )
 
 
 def try_resume(trainer: Trainer, path: pathlib.Path) -> bool:
@@ -71,9 +75,15 @@ def try_resume(trainer: Trainer, path: pathlib.Path) -> bool:
     return True
 
 
-def train_with_trace(experiment: Experiment, config: TrainConfig, run_dir: pathlib.Path, points: Sequence[int],
-                     record: Callable[[Trainer], Dict[str, Any]], progress: bool = True,
-                     desc: str = "training") -> tuple:
+def train_with_trace(
+    experiment: Experiment,
+    config: TrainConfig,
+    run_dir: pathlib.Path,
+    points: Sequence[int],
+    record: Callable[[Trainer], Dict[str, Any]],
+    progress: bool = True,
+    desc: str = "training",
+) -> tuple:
     """Trains ``experiment`` to ``config.steps``, stopping at ``points`` to append
     ``{"step", "train_loss" (mean minibatch loss of the chunk), "test_loss", **record(trainer)}``
     to the trace. Resumable (see the module doc). Returns (trainer, trace records)."""
@@ -102,8 +112,12 @@ def train_with_trace(experiment: Experiment, config: TrainConfig, run_dir: pathl
             history = trainer.fit(point)
             losses = [h["loss"] for h in history if "loss" in h]
             test = [h for h in history if "test_loss" in h][-1]
-            entry = {"step": trainer.step, "train_loss": float(np.mean(losses)) if losses else None,
-                     **{k: v for k, v in test.items() if k != "step"}, **record(trainer)}
+            entry = {
+                "step": trainer.step,
+                "train_loss": float(np.mean(losses)) if losses else None,
+                **{k: v for k, v in test.items() if k != "step"},
+                **record(trainer),
+            }
             trace.append(to_jsonable(entry))
             with open(trace_path, "a") as f:
                 f.write(json.dumps(trace[-1]) + "\n")
@@ -120,8 +134,6 @@ def _write_trace(path: pathlib.Path, trace: Iterable[Dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-
-
 # -- analysis -----------------------------------------------------------------------------
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of log y against log x (positive entries only; NaN if < 2)."""
@@ -133,7 +145,7 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def verdict_within(value: float, target: float, good: float, partial: float) -> str:
-    """"reproduced" if |value - target| <= good, "partial" if <= partial, else "not reproduced"."""
+    """ "reproduced" if |value - target| <= good, "partial" if <= partial, else "not reproduced"."""
     if value is None or not np.isfinite(value):
         return "not reproduced"
     gap = abs(value - target)
@@ -163,6 +175,7 @@ def save_figure(fig, out_dir: pathlib.Path, name: str) -> str:
 
 
 # -- shared by the P2/P3 experiments -------------------------------------------------------
+
 
 def seconds_per_step(step: Callable[[], Any], timed: int = 3) -> float:
     """Seconds one training step takes here, for run-time estimates: the median of ``timed``
@@ -239,11 +252,7 @@ def capture_norms(model, kinds: Tuple[type, ...]) -> Iterator[List[Tuple[str, Li
             del module.forward
 
 
-
-
 def mean_or_none(values: List) -> object:
     """The mean of the non-None values (None if there are none)."""
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
-
-

@@ -77,8 +77,13 @@ def run_unit_alone(module_name: str, cfg, unit: Tuple, out_dir: str, progress: b
     return result, time.perf_counter() - started
 
 
-def run_units(module: ModuleType, cfg, out_dir: pathlib.Path, progress: bool = True,
-              executor: Optional[concurrent.futures.Executor] = None) -> Dict[str, Any]:
+def run_units(
+    module: ModuleType,
+    cfg,
+    out_dir: pathlib.Path,
+    progress: bool = True,
+    executor: Optional[concurrent.futures.Executor] = None,
+) -> Dict[str, Any]:
     """Computes the units of ``cfg`` that ``out_dir`` has no result for (here, or on
     ``executor``), then returns ``module.combine`` of all of them, in sorted order. Adds
     ``metrics["units"]``: the number of units and their compute seconds (sum and longest)."""
@@ -97,8 +102,9 @@ def run_units(module: ModuleType, cfg, out_dir: pathlib.Path, progress: bool = T
                 done[unit] = store.add(unit, run_unit_alone(module.__name__, cfg, unit, str(out_dir), progress))
                 bar.update(1)
         else:
-            futures = {executor.submit(run_unit_alone, module.__name__, cfg, unit, str(out_dir), False): unit
-                       for unit in todo}
+            futures = {
+                executor.submit(run_unit_alone, module.__name__, cfg, unit, str(out_dir), False): unit for unit in todo
+            }
             try:
                 for future in concurrent.futures.as_completed(futures):
                     unit = futures[future]
@@ -109,8 +115,11 @@ def run_units(module: ModuleType, cfg, out_dir: pathlib.Path, progress: bool = T
                     future.cancel()
     result = module.combine(cfg, {unit: done[unit][0] for unit in units}, out_dir)
     seconds = [done[unit][1] for unit in units]
-    result["metrics"]["units"] = {"count": len(units), "compute_seconds": sum(seconds),
-                                  "longest_seconds": max(seconds, default=0.0)}
+    result["metrics"]["units"] = {
+        "count": len(units),
+        "compute_seconds": sum(seconds),
+        "longest_seconds": max(seconds, default=0.0),
+    }
     return result
 
 
@@ -204,8 +213,7 @@ def workers(jobs: int = 1, scheduler: Optional[str] = None, timeout: float = 10.
             finally:
                 pool.shutdown(wait=False)
     elif jobs > 1:
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs,
-                                                      mp_context=multiprocessing.get_context("spawn"))
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
         try:
             yield Workers(pool, jobs)
         finally:

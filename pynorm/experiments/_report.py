@@ -84,8 +84,11 @@ def versions() -> Dict[str, str]:
     """Versions of python, pynorm, numpy and (when importable) torch, scipy, matplotlib."""
     import pynorm
 
-    found = {"python": platform.python_version(), "pynorm": getattr(pynorm, "__version__", "unknown"),
-             "numpy": np.__version__}
+    found = {
+        "python": platform.python_version(),
+        "pynorm": getattr(pynorm, "__version__", "unknown"),
+        "numpy": np.__version__,
+    }
     for name in ("torch", "scipy", "matplotlib"):
         try:
             found[name] = __import__(name).__version__
@@ -116,12 +119,16 @@ def fmt(value: Any) -> str:
 def comparisons_table(comparisons: Iterable[Dict[str, Any]], experiment: Optional[str] = None) -> List[str]:
     """Markdown table rows: quantity | pynorm | paper | verdict | note."""
     head = "| experiment " if experiment else ""
-    lines = [f"{head}| quantity | pynorm | paper | verdict | note |",
-             f"{'|---' if experiment else ''}|---|---|---|---|---|"]
+    lines = [
+        f"{head}| quantity | pynorm | paper | verdict | note |",
+        f"{'|---' if experiment else ''}|---|---|---|---|---|",
+    ]
     for c in comparisons:
         cell = f"| {experiment} " if experiment else ""
-        lines.append(f"{cell}| {fmt(c.get('name'))} | {fmt(c.get('ours'))} | {fmt(c.get('paper'))} | "
-                     f"**{fmt(c.get('verdict'))}** | {fmt(c.get('note', ''))} |")
+        lines.append(
+            f"{cell}| {fmt(c.get('name'))} | {fmt(c.get('ours'))} | {fmt(c.get('paper'))} | "
+            f"**{fmt(c.get('verdict'))}** | {fmt(c.get('note', ''))} |"
+        )
     return lines
 
 
@@ -157,9 +164,15 @@ def _flatten(metrics: Dict[str, Any], prefix: str = "") -> List[tuple]:
 def experiment_report(record: Dict[str, Any], figure_prefix: str = "", level: int = 1) -> str:
     """The markdown report of one experiment's results record."""
     h = "#" * level
-    lines = [f"{h} {record['name']}", "", f"Paper: {record.get('paper', '-')}", "",
-             f"Mode: {record.get('mode')}; seeds: {record.get('seeds')}; wall time: "
-             f"{fmt(record.get('wall_time_s'))} s; status: {record.get('status')}", ""]
+    lines = [
+        f"{h} {record['name']}",
+        "",
+        f"Paper: {record.get('paper', '-')}",
+        "",
+        f"Mode: {record.get('mode')}; seeds: {record.get('seeds')}; wall time: "
+        f"{fmt(record.get('wall_time_s'))} s; status: {record.get('status')}",
+        "",
+    ]
     if record.get("status") != "ok":
         lines += ["```", str(record.get("error", "")).strip(), "```", ""]
         return "\n".join(lines)
@@ -193,9 +206,15 @@ def _check_result(name: str, result: Any, out_dir: pathlib.Path) -> None:
 
 
 # -- running -----------------------------------------------------------------------------
-def run_experiment(name: str, mode: str = "quick", seeds: Optional[Sequence[int]] = None,
-                   out: Optional[pathlib.Path] = None, progress: bool = True, cfg: Any = None,
-                   pool=None) -> Dict[str, Any]:
+def run_experiment(
+    name: str,
+    mode: str = "quick",
+    seeds: Optional[Sequence[int]] = None,
+    out: Optional[pathlib.Path] = None,
+    progress: bool = True,
+    cfg: Any = None,
+    pool=None,
+) -> Dict[str, Any]:
     """Runs one experiment into ``out`` (default ``results/<name>``) and writes results.json
     and report.md there. ``cfg`` (a module.Config) overrides mode/seeds (mode "custom").
     ``pool``: a concurrent.futures executor for its units (see _fanout; None: serially here).
@@ -216,10 +235,18 @@ def run_experiment(name: str, mode: str = "quick", seeds: Optional[Sequence[int]
     wall = time.perf_counter() - t0
     _check_result(name, result, out_dir)
     record = {
-        "name": name, "paper": module.PAPER, "mode": mode, "status": "ok",
-        "config": dataclasses.asdict(cfg), "seeds": list(getattr(cfg, "seeds", ())),
-        "metrics": result["metrics"], "comparisons": result["comparisons"], "figures": result["figures"],
-        "tables": result.get("tables", []), "versions": versions(), "wall_time_s": wall,
+        "name": name,
+        "paper": module.PAPER,
+        "mode": mode,
+        "status": "ok",
+        "config": dataclasses.asdict(cfg),
+        "seeds": list(getattr(cfg, "seeds", ())),
+        "metrics": result["metrics"],
+        "comparisons": result["comparisons"],
+        "figures": result["figures"],
+        "tables": result.get("tables", []),
+        "versions": versions(),
+        "wall_time_s": wall,
         "started": started.isoformat(timespec="seconds"),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -229,9 +256,15 @@ def run_experiment(name: str, mode: str = "quick", seeds: Optional[Sequence[int]
     return record
 
 
-def run_all(mode: str = "quick", seeds: Optional[Sequence[int]] = None, out: Optional[pathlib.Path] = None,
-            progress: bool = True, names: Optional[Sequence[str]] = None, log=print,
-            pool=None) -> Dict[str, Dict[str, Any]]:
+def run_all(
+    mode: str = "quick",
+    seeds: Optional[Sequence[int]] = None,
+    out: Optional[pathlib.Path] = None,
+    progress: bool = True,
+    names: Optional[Sequence[str]] = None,
+    log=print,
+    pool=None,
+) -> Dict[str, Dict[str, Any]]:
     """Runs every registered experiment (or ``names``) into ``out/<name>`` (default
     ``results/``), each one's units on ``pool`` (see :func:`run_experiment`), and writes
     ``out/report.md``. Unavailable experiments are reported as such; one that raises is
@@ -240,7 +273,7 @@ def run_all(mode: str = "quick", seeds: Optional[Sequence[int]] = None, out: Opt
     out_dir = pathlib.Path(out if out is not None else "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     records: Dict[str, Dict[str, Any]] = {}
-    for name in (names or list(EXPERIMENTS)):
+    for name in names or list(EXPERIMENTS):
         t0 = time.perf_counter()
         try:
             load(name)
@@ -255,8 +288,13 @@ def run_all(mode: str = "quick", seeds: Optional[Sequence[int]] = None, out: Opt
             raise
         except Exception as error:  # noqa: BLE001 - one broken experiment must not stop the others
             log(f"[{name}] FAILED: {error!r}")
-            records[name] = {"name": name, "status": "failed", "mode": mode, "wall_time_s": time.perf_counter() - t0,
-                             "error": "".join(traceback.format_exception(type(error), error, error.__traceback__))}
+            records[name] = {
+                "name": name,
+                "status": "failed",
+                "mode": mode,
+                "wall_time_s": time.perf_counter() - t0,
+                "error": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+            }
             continue
         log(f"[{name}] done in {records[name]['wall_time_s']:.1f} s")
     _write(out_dir / REPORT_FILE, combined_report(records))
@@ -266,16 +304,21 @@ def run_all(mode: str = "quick", seeds: Optional[Sequence[int]] = None, out: Opt
 def combined_report(records: Dict[str, Dict[str, Any]]) -> str:
     """The combined report of ``run all``: a summary, then every experiment's section with its
     figures linked as ``<name>/<figure>``."""
-    lines = ["# pynorm: paper reproductions", "",
-             "| experiment | status | mode | wall time (s) | reproduced | partial | not reproduced |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# pynorm: paper reproductions",
+        "",
+        "| experiment | status | mode | wall time (s) | reproduced | partial | not reproduced |",
+        "|---|---|---|---|---|---|---|",
+    ]
     total = 0.0
     for name, r in records.items():
         verdicts = [c.get("verdict") for c in r.get("comparisons", [])]
         total += r.get("wall_time_s") or 0.0
-        lines.append(f"| {name} | {r.get('status')} | {r.get('mode', '-')} | {fmt(r.get('wall_time_s'))} | "
-                     f"{verdicts.count('reproduced')} | {verdicts.count('partial')} | "
-                     f"{verdicts.count('not reproduced')} |")
+        lines.append(
+            f"| {name} | {r.get('status')} | {r.get('mode', '-')} | {fmt(r.get('wall_time_s'))} | "
+            f"{verdicts.count('reproduced')} | {verdicts.count('partial')} | "
+            f"{verdicts.count('not reproduced')} |"
+        )
     lines += ["", f"Total wall time: {total:.1f} s", ""]
     for name, r in records.items():
         if r.get("status") == "not available":

@@ -94,8 +94,9 @@ def witnessed(keys: np.ndarray, iterations: int = 100) -> np.ndarray:
     return proved
 
 
-def unselectable_mask(keys: np.ndarray, *, first_only: bool = False,
-                      verify: bool = False) -> Tuple[np.ndarray, int, int]:
+def unselectable_mask(
+    keys: np.ndarray, *, first_only: bool = False, verify: bool = False
+) -> Tuple[np.ndarray, int, int]:
     """(mask of unselectable keys, LPs solved, witness/LP disagreements).
 
     first_only: stop at the first unselectable key found (enough for "does the set have one");

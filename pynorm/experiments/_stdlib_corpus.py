@@ -14,10 +14,38 @@ import re
 import sys
 import warnings
 
-CORPUS_MODULES = ("collections", "functools", "itertools", "json", "string", "textwrap", "heapq", "bisect",
-                  "random", "statistics", "fractions", "decimal", "datetime", "pathlib", "argparse", "logging",
-                  "email.message", "http.client", "unittest.case", "typing", "dataclasses", "enum", "inspect",
-                  "pickle", "csv", "difflib", "shutil", "subprocess", "threading", "os")
+CORPUS_MODULES = (
+    "collections",
+    "functools",
+    "itertools",
+    "json",
+    "string",
+    "textwrap",
+    "heapq",
+    "bisect",
+    "random",
+    "statistics",
+    "fractions",
+    "decimal",
+    "datetime",
+    "pathlib",
+    "argparse",
+    "logging",
+    "email.message",
+    "http.client",
+    "unittest.case",
+    "typing",
+    "dataclasses",
+    "enum",
+    "inspect",
+    "pickle",
+    "csv",
+    "difflib",
+    "shutil",
+    "subprocess",
+    "threading",
+    "os",
+)
 
 
 def corpus() -> str:
@@ -35,8 +63,11 @@ def corpus() -> str:
                     continue
                 parts.append(inspect.getdoc(value) or "")
                 if inspect.isclass(value):
-                    parts.extend(inspect.getdoc(v) or "" for k, v in sorted(vars(value).items())
-                                 if not k.startswith("_") and inspect.isfunction(v))
+                    parts.extend(
+                        inspect.getdoc(v) or ""
+                        for k, v in sorted(vars(value).items())
+                        if not k.startswith("_") and inspect.isfunction(v)
+                    )
     text = "\n".join(parts).lower()
     text = re.sub(r"[^a-z.,'\n ]", " ", text)
     return re.sub(r" +", " ", text)

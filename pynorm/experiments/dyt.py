@@ -87,14 +87,31 @@ class Config:
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(seeds=(0,), vit_steps=400, vit_patch=4, vit_layers=2, track_every=20, majority_steps=300, majority_batch=100,
-                   majority_sequences=20_000, majority_eval_sequences=1000)
+        return cls(
+            seeds=(0,),
+            vit_steps=400,
+            vit_patch=4,
+            vit_layers=2,
+            track_every=20,
+            majority_steps=300,
+            majority_batch=100,
+            majority_sequences=20_000,
+            majority_eval_sequences=1000,
+        )
 
     @classmethod
     def tiny(cls) -> "Config":
         """For the tests: seconds."""
-        return cls(norms=("layernorm", "dyt"), seeds=(0,), vit_steps=150, vit_patch=4, vit_layers=2, ablations=("no_alpha",),
-                   track_every=50, majority=False)
+        return cls(
+            norms=("layernorm", "dyt"),
+            seeds=(0,),
+            vit_steps=150,
+            vit_patch=4,
+            vit_layers=2,
+            ablations=("no_alpha",),
+            track_every=50,
+            majority=False,
+        )
 
 
 # -- digits ViT ------------------------------------------------------------------------------
@@ -118,8 +135,18 @@ def vit_trainer(norm: str, seed: int, cfg: Config, data: Dict[str, np.ndarray]):
     from pynorm.nn import AdamW, CrossEntropyLoss, TinyViT
     from pynorm.nn.optim import make_schedule
 
-    model = TinyViT(8, cfg.vit_patch, 10, cfg.vit_d, cfg.vit_layers, cfg.vit_heads, norm=norm, alpha0=cfg.alpha0,
-                    dtype=cfg.dtype, rng=np.random.default_rng([seed, 0]))
+    model = TinyViT(
+        8,
+        cfg.vit_patch,
+        10,
+        cfg.vit_d,
+        cfg.vit_layers,
+        cfg.vit_heads,
+        norm=norm,
+        alpha0=cfg.alpha0,
+        dtype=cfg.dtype,
+        rng=np.random.default_rng([seed, 0]),
+    )
     schedule = make_schedule("cosine", cfg.vit_steps, max(1, cfg.vit_steps // 10), 0.0)
     optimizer = AdamW(model, cfg.vit_lr, weight_decay=0.05, schedule=schedule)
     loss_fn = CrossEntropyLoss()
@@ -198,9 +225,19 @@ def _majority_experiment(norm: str, seed: int, cfg: Config, steps: int):
     """P2's majority model with both norms of kind ``norm``, and its training config."""
     from pynorm.nn import build_experiment
 
-    exp, tcfg = build_experiment("majority", cfg.dtype, attn_norm=norm, ffn_norm=norm, seed=seed,
-                                 n_sequences=cfg.majority_sequences, steps=steps,
-                                 batch_size=cfg.majority_batch, lr=1e-3, log_every=0, progress=False)
+    exp, tcfg = build_experiment(
+        "majority",
+        cfg.dtype,
+        attn_norm=norm,
+        ffn_norm=norm,
+        seed=seed,
+        n_sequences=cfg.majority_sequences,
+        steps=steps,
+        batch_size=cfg.majority_batch,
+        lr=1e-3,
+        log_every=0,
+        progress=False,
+    )
     exp.test = {k: v[: cfg.majority_eval_sequences] for k, v in exp.test.items()}
     return exp, tcfg
 
@@ -251,8 +288,9 @@ def fit_r2(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Dict[str, float]:
     scale = 1.0 / (np.std(x) + 1e-12)
     for b0 in (0.3 * scale, scale, 3 * scale):  # a few starts: curve_fit is local
         try:
-            (a, b), _ = curve_fit(lambda t, a, b: a * np.tanh(b * t), x, y, p0=(max(2.0, np.abs(y).max()), b0 / 2),
-                                  maxfev=5000)
+            (a, b), _ = curve_fit(
+                lambda t, a, b: a * np.tanh(b * t), x, y, p0=(max(2.0, np.abs(y).max()), b0 / 2), maxfev=5000
+            )
         except RuntimeError:
             continue
         best = max(best, 1 - float(np.sum((y - a * np.tanh(b * x)) ** 2)) / total)
@@ -283,8 +321,9 @@ def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[s
     norm = ABLATIONS[name] if task == ABLATION else name
     data = digits_data(seed)
     with progress_bar(progress, cfg.vit_steps, f"{NAME}: {task} {name} seed {seed}") as bar:
-        model, accuracy, losses, tracked = train_vit(norm, seed, cfg, data, bar,
-                                                     track=task == VIT and first and norm == "dyt")
+        model, accuracy, losses, tracked = train_vit(
+            norm, seed, cfg, data, bar, track=task == VIT and first and norm == "dyt"
+        )
     result = {"accuracy": accuracy, "losses": losses, "tracked": tracked}
     if task == VIT and first and norm == "layernorm":
         result["s_curves"] = _s_curve_summary(model, data)
@@ -322,15 +361,21 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
     runs: Dict[str, Dict[str, List[float]]] = {
         "digits_vit": {norm: [results[(VIT, norm, seed)]["accuracy"] for seed in cfg.seeds] for norm in cfg.norms},
         "majority": {norm: [results[(MAJORITY, norm, seed)]["accuracy"] for seed in cfg.seeds] for norm in cfg.norms}
-        if cfg.majority else {}}
+        if cfg.majority
+        else {},
+    }
     loss_curves = {norm: results[(VIT, norm, first_seed)]["losses"] for norm in cfg.norms}
     ablation_acc = {name: results[(ABLATION, name, first_seed)]["accuracy"] for name in cfg.ablations}
-    loss_curves.update({f"ablation: {name}": results[(ABLATION, name, first_seed)]["losses"]
-                        for name in cfg.ablations})
+    loss_curves.update({f"ablation: {name}": results[(ABLATION, name, first_seed)]["losses"] for name in cfg.ablations})
     if "dyt" in cfg.norms:
         ablation_acc["tanh"] = runs["digits_vit"]["dyt"][0]
-    acc = {task: {norm: float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-                  for norm, values in by_norm.items()} for task, by_norm in runs.items()}
+    acc = {
+        task: {
+            norm: float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            for norm, values in by_norm.items()
+        }
+        for task, by_norm in runs.items()
+    }
 
     metrics: Dict[str, Any] = {"acc": acc, "acc_runs": runs, "ablation_acc": ablation_acc, "seeds": list(cfg.seeds)}
     figures = [_plot_accuracy(cfg, acc, runs, ablation_acc, out_dir), _plot_losses(loss_curves, out_dir)]
@@ -345,8 +390,13 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
         for layer, t in tracked.items():
             alpha, inv_std = np.array(t["alpha"]), np.array(t["inv_std"])
             corr = float(np.corrcoef(alpha, inv_std)[0, 1]) if np.std(alpha) > 0 and np.std(inv_std) > 0 else None
-            summary[layer] = {"step": t["step"], "alpha": t["alpha"], "inv_std": t["inv_std"], "pearson": corr,
-                              "final_alpha_times_std": float(alpha[-1] / inv_std[-1])}
+            summary[layer] = {
+                "step": t["step"],
+                "alpha": t["alpha"],
+                "inv_std": t["inv_std"],
+                "pearson": corr,
+                "final_alpha_times_std": float(alpha[-1] / inv_std[-1]),
+            }
         metrics["alpha_vs_inv_std"] = summary
         figures.append(_plot_alpha(tracked, out_dir))
     metrics["vit_patch"] = cfg.vit_patch
@@ -365,36 +415,55 @@ def _comparisons(cfg: Config, metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
         gap = acc["dyt"] - acc["layernorm"]
         ours = ", ".join(f"{n} {acc[n]:.3f}" for n in acc)
         verdict = "reproduced" if gap >= -tol else ("partial" if gap >= -3 * tol else "not reproduced")
-        out.append({"name": f"DyT matches LN: {label}", "ours": ours,
-                    "paper": "ViT-B 82.3 (LN) vs 82.5 (DyT); LLaMA 7B loss 1.59 vs 1.60",
-                    "verdict": verdict, "note": f"{len(cfg.seeds)} seed(s); 'matches' = DyT no worse than LN by more "
-                                                f"than {tol:.3f} (2x the seed spread, at least 0.02)"})
+        out.append(
+            {
+                "name": f"DyT matches LN: {label}",
+                "ours": ours,
+                "paper": "ViT-B 82.3 (LN) vs 82.5 (DyT); LLaMA 7B loss 1.59 vs 1.60",
+                "verdict": verdict,
+                "note": f"{len(cfg.seeds)} seed(s); 'matches' = DyT no worse than LN by more "
+                f"than {tol:.3f} (2x the seed spread, at least 0.02)",
+            }
+        )
     if metrics["ablation_acc"]:
         ab = metrics["ablation_acc"]
         ours = ", ".join(f"{k} {v:.3f}" for k, v in ab.items())
         order_ok = all(k in ab for k in ("tanh", "no_alpha")) and ab["tanh"] >= ab["no_alpha"]
-        out.append({"name": "ablations (digits ViT)", "ours": ours,
-                    "paper": "identity diverges; tanh 82.5, hardtanh 82.2, sigmoid 81.6, without alpha 81.1",
-                    "verdict": "partial" if order_ok else "not reproduced",
-                    "note": "one seed; at this scale nothing diverges without a norm, so only the ordering "
-                            "tanh >= no_alpha is checked"})
+        out.append(
+            {
+                "name": "ablations (digits ViT)",
+                "ours": ours,
+                "paper": "identity diverges; tanh 82.5, hardtanh 82.2, sigmoid 81.6, without alpha 81.1",
+                "verdict": "partial" if order_ok else "not reproduced",
+                "note": "one seed; at this scale nothing diverges without a norm, so only the ordering "
+                "tanh >= no_alpha is checked",
+            }
+        )
     if "tanh_fit_r2" in metrics:
         t, lin = metrics["tanh_fit_r2"], metrics["linear_fit_r2"]
         s_shaped = [k for k in t if t[k] - lin[k] > 0.02]
-        out.append({"name": "LN input-output: tanh-like S-curves in deeper layers",
-                    "ours": ", ".join(f"{k}: tanh R2 {t[k]:.3f} / linear {lin[k]:.3f}" for k in t),
-                    "paper": "early layers ~linear, deeper layers S-shaped (ViT, wav2vec, DiT)",
-                    "verdict": "partial" if s_shaped else "not reproduced",
-                    "note": f"layers where tanh beats a line by > 0.02 R2: {s_shaped or 'none'}"})
+        out.append(
+            {
+                "name": "LN input-output: tanh-like S-curves in deeper layers",
+                "ours": ", ".join(f"{k}: tanh R2 {t[k]:.3f} / linear {lin[k]:.3f}" for k in t),
+                "paper": "early layers ~linear, deeper layers S-shaped (ViT, wav2vec, DiT)",
+                "verdict": "partial" if s_shaped else "not reproduced",
+                "note": f"layers where tanh beats a line by > 0.02 R2: {s_shaped or 'none'}",
+            }
+        )
     if "alpha_vs_inv_std" in metrics:
         corr = {k: v["pearson"] for k, v in metrics["alpha_vs_inv_std"].items()}
         ratio = {k: v["final_alpha_times_std"] for k, v in metrics["alpha_vs_inv_std"].items()}
         good = [c for c in corr.values() if c is not None and c > 0.5]
-        out.append({"name": "learned alpha tracks 1/std of its input",
-                    "ours": ", ".join(f"{k}: r={_fmt(corr[k])}, alpha*std={ratio[k]:.2f}" for k in corr),
-                    "paper": "alpha follows 1/std during and after training",
-                    "verdict": "reproduced" if len(good) == len(corr) else ("partial" if good else "not reproduced"),
-                    "note": "Pearson correlation of alpha and 1/std over training, per DyT layer"})
+        out.append(
+            {
+                "name": "learned alpha tracks 1/std of its input",
+                "ours": ", ".join(f"{k}: r={_fmt(corr[k])}, alpha*std={ratio[k]:.2f}" for k in corr),
+                "paper": "alpha follows 1/std during and after training",
+                "verdict": "reproduced" if len(good) == len(corr) else ("partial" if good else "not reproduced"),
+                "note": "Pearson correlation of alpha and 1/std over training, per DyT layer",
+            }
+        )
     return out
 
 
@@ -433,8 +502,13 @@ def _plot_losses(curves: Dict[str, List[float]], out_dir: pathlib.Path) -> str:
         losses = np.asarray(losses, dtype=float)
         k = max(1, len(losses) // 40)
         smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        ax.plot(np.arange(len(smooth)) + k, smooth, color=f"C{i % 10}", ls="-" if "ablation" not in label else "--",
-                label=label)
+        ax.plot(
+            np.arange(len(smooth)) + k,
+            smooth,
+            color=f"C{i % 10}",
+            ls="-" if "ablation" not in label else "--",
+            label=label,
+        )
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")

@@ -50,17 +50,31 @@ from pynorm.nn import LoopedTransformer, Module, TrainConfig, power_method_data
 from pynorm.nn.losses import Loss
 from pynorm.nn.models import Experiment
 
-from ._common import (chunk_points, comparison, pyplot, save_figure, seconds_per_step, train_with_trace, trainer_step,
-                      verdict_within)
+from ._common import (
+    chunk_points,
+    comparison,
+    pyplot,
+    save_figure,
+    seconds_per_step,
+    train_with_trace,
+    trainer_step,
+    verdict_within,
+)
 from ._fanout import runner
 
 NAME = "layerwise"
-PAPER = "Wu, Zhang, Cao, Looped Transformers with Layer Normalization Provably Learn the Power Method, arXiv 2606.00605 (2026), Fig. 2"
+PAPER = (
+    "Wu, Zhang, Cao, Looped Transformers with Layer Normalization Provably Learn the Power Method, "
+    "arXiv 2606.00605 (2026), Fig. 2"
+)
 
 #: arm -> (layer norm, normalised target)
 ARMS = {"ln": (True, True), "no_ln_normalized_target": (False, True), "no_ln_unnormalized_target": (False, False)}
-ARM_LABELS = {"ln": "(i) LN, normalised target", "no_ln_normalized_target": "(ii) no LN, normalised target",
-              "no_ln_unnormalized_target": "(iii) no LN, unnormalised target"}
+ARM_LABELS = {
+    "ln": "(i) LN, normalised target",
+    "no_ln_normalized_target": "(ii) no LN, normalised target",
+    "no_ln_unnormalized_target": "(iii) no LN, unnormalised target",
+}
 
 
 @dataclass
@@ -183,12 +197,22 @@ def arm_experiment(cfg: Config, arm: str, seed: int) -> Experiment:
     step = (data["X"] @ (np.swapaxes(data["X"], 1, 2) @ data["a"][..., None]))[..., 0]
     data["target"] = step / np.linalg.norm(step, axis=1, keepdims=True) if normalized else step
     train = {k: v[: cfg.n_train] for k, v in data.items()}
-    test = {k: v[cfg.n_train:] for k, v in data.items()}
-    arm_cfg = ArmConfig(arm, layer_norm, normalized, cfg.d, cfg.n, cfg.spike, cfg.n_train, cfg.n_test, cfg.init_w,
-                        cfg.init_v, seed)
+    test = {k: v[cfg.n_train :] for k, v in data.items()}
+    arm_cfg = ArmConfig(
+        arm, layer_norm, normalized, cfg.d, cfg.n, cfg.spike, cfg.n_train, cfg.n_test, cfg.init_w, cfg.init_v, seed
+    )
     model = ScalarPowerLayer(cfg.d, layer_norm=layer_norm, init_w=cfg.init_w, init_v=cfg.init_v)
-    return Experiment(f"p1_layerwise_{arm}", arm_cfg, np.dtype(np.float64), model, SquaredErrorLoss(), train, test,
-                      ("X", "a"), "target")
+    return Experiment(
+        f"p1_layerwise_{arm}",
+        arm_cfg,
+        np.dtype(np.float64),
+        model,
+        SquaredErrorLoss(),
+        train,
+        test,
+        ("X", "a"),
+        "target",
+    )
 
 
 def angular_errors(model: ScalarPowerLayer, test: Dict[str, np.ndarray], loops: int) -> np.ndarray:
@@ -217,39 +241,59 @@ def units(cfg: Config):
 
 
 def _train_config(cfg: Config, seed: int, steps: int) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=cfg.batch_size, optimizer="sgd", lr=cfg.lr, batch_seed=seed,
-                       log_every=1, eval_batch_size=2_000)
+    return TrainConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        optimizer="sgd",
+        lr=cfg.lr,
+        batch_seed=seed,
+        log_every=1,
+        eval_batch_size=2_000,
+    )
 
 
 def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
     """Trains one (seed, arm); returns its losses, g, the contraction looped 1..max_loops at
     inference, and the test set's mean lambda_2 / lambda_1 (the same for every arm of a seed)."""
     seed, arm = unit
-    record = lambda trainer: {"w": float(trainer.model.params["w"][0]),  # noqa: E731
-                              "v": float(trainer.model.params["v"][0])}
+
+    def record(trainer):
+        return {"w": float(trainer.model.params["w"][0]), "v": float(trainer.model.params["v"][0])}
+
     exp = arm_experiment(cfg, arm, seed)
-    _, trace = train_with_trace(exp, _train_config(cfg, seed, cfg.steps), out_dir / "train" / f"seed{seed}" / arm,
-                                chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk), record, progress,
-                                f"{NAME} seed {seed} {arm}")
+    _, trace = train_with_trace(
+        exp,
+        _train_config(cfg, seed, cfg.steps),
+        out_dir / "train" / f"seed{seed}" / arm,
+        chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk),
+        record,
+        progress,
+        f"{NAME} seed {seed} {arm}",
+    )
     X = exp.test["X"]
     ev = np.linalg.eigvalsh(X @ np.swapaxes(X, 1, 2))
     g = float(exp.model.params["w"][0] * exp.model.params["v"][0])
     errors = angular_errors(exp.model, exp.test, cfg.max_loops)
     last = [r for r in trace if r["step"] <= 0.75 * cfg.steps][-1:] or trace[:1]
     return {
-        "final_loss": trace[-1]["test_loss"], "final_train_loss": trace[-1]["train_loss"],
+        "final_loss": trace[-1]["test_loss"],
+        "final_train_loss": trace[-1]["train_loss"],
         "loss_change_last_quarter": (trace[-1]["test_loss"] - last[0]["test_loss"]) / last[0]["test_loss"],
-        "g": g, "contraction": fitted_contraction(errors),
+        "g": g,
+        "contraction": fitted_contraction(errors),
         "predicted_contraction": float(np.mean((1 + g * ev[:, -2]) / (1 + g * ev[:, -1]))),
-        "angular_error": errors.mean(axis=1).tolist(), "trace": trace,
+        "angular_error": errors.mean(axis=1).tolist(),
+        "trace": trace,
         "eigen_ratio": float(np.mean(ev[:, -2] / ev[:, -1])),
     }
 
 
 def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     """Estimated seconds of each unit: ``cfg.steps`` times a few timed steps of its arm's model."""
-    per_step = {arm: seconds_per_step(trainer_step(arm_experiment(cfg, arm, 0), _train_config(cfg, 0, cfg.steps)))
-                for arm in ARMS}
+    per_step = {
+        arm: seconds_per_step(trainer_step(arm_experiment(cfg, arm, 0), _train_config(cfg, 0, cfg.steps)))
+        for arm in ARMS
+    }
     return {unit: per_step[unit[1]] * cfg.steps for unit in units}
 
 
@@ -265,16 +309,27 @@ def _figures(out_dir: pathlib.Path, runs: Dict[int, Dict[str, Any]], cfg: Config
             test = np.array([x["test_loss"] for x in a["trace"]])
             axes[0].plot(t[keep], test[keep], color=colors[arm], label=f"{ARM_LABELS[arm]} test")
             axes[0].plot(t[keep], train[keep], color=colors[arm], ls=":", alpha=0.7, label=f"{ARM_LABELS[arm]} train")
-            axes[1].plot(np.arange(1, cfg.max_loops + 1), a["angular_error"], "o-", ms=3, color=colors[arm],
-                         label=f"{ARM_LABELS[arm]} (fit {a['contraction']:.3f}/loop)")
+            axes[1].plot(
+                np.arange(1, cfg.max_loops + 1),
+                a["angular_error"],
+                "o-",
+                ms=3,
+                color=colors[arm],
+                label=f"{ARM_LABELS[arm]} (fit {a['contraction']:.3f}/loop)",
+            )
         break  # one seed is enough to show
     first = next(iter(runs.values()))
     L = np.arange(1, cfg.max_loops + 1)
     ref = first["arms"]["ln"]["angular_error"][0] * first["eigen_ratio"] ** (L - 1)
     axes[1].plot(L, ref, "k--", lw=1, label=f"mean lambda2/lambda1 = {first['eigen_ratio']:.3f} per loop")
     axes[0].set(xscale="log", yscale="log", xlabel="step", ylabel="||y - target||^2", title="Layer-wise training loss")
-    axes[1].set(yscale="log", xlabel="inference loops L", ylabel="mean sin(angle to top eigenvector)",
-                title="Trained layer looped at inference", ylim=(1e-17, 2))
+    axes[1].set(
+        yscale="log",
+        xlabel="inference loops L",
+        ylabel="mean sin(angle to top eigenvector)",
+        title="Trained layer looped at inference",
+        ylim=(1e-17, 2),
+    )
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
@@ -286,8 +341,13 @@ run = runner(__name__)
 
 def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Path) -> Dict[str, Any]:
     """Metrics (means over seeds per arm, per seed, traces), the figure and the comparisons."""
-    runs = {seed: {"arms": {arm: results[(seed, arm)] for arm in ARMS},
-                   "eigen_ratio": results[(seed, next(iter(ARMS)))]["eigen_ratio"]} for seed in cfg.seeds}
+    runs = {
+        seed: {
+            "arms": {arm: results[(seed, arm)] for arm in ARMS},
+            "eigen_ratio": results[(seed, next(iter(ARMS)))]["eigen_ratio"],
+        }
+        for seed in cfg.seeds
+    }
 
     def mean(arm, key):
         return float(np.mean([r["arms"][arm][key] for r in runs.values()]))
@@ -299,17 +359,25 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
         "final_train_loss": {arm: mean(arm, "final_train_loss") for arm in ARMS},
         "loss_change_last_quarter": {arm: mean(arm, "loss_change_last_quarter") for arm in ARMS},
         "g": {arm: mean(arm, "g") for arm in ARMS},
-        "angular_error": {arm: np.mean([r["arms"][arm]["angular_error"] for r in runs.values()], axis=0).tolist()
-                          for arm in ARMS},
+        "angular_error": {
+            arm: np.mean([r["arms"][arm]["angular_error"] for r in runs.values()], axis=0).tolist() for arm in ARMS
+        },
         "contraction_ln": mean("ln", "contraction"),
         "contraction_no_ln_normalized_target": mean("no_ln_normalized_target", "contraction"),
         "contraction_no_ln_unnormalized_target": mean("no_ln_unnormalized_target", "contraction"),
         "predicted_contraction": {arm: mean(arm, "predicted_contraction") for arm in ARMS},
         "eigen_ratio": eigen_ratio,
         "per_seed": {str(s): {arm: {k: r["arms"][arm][k] for k in keys} for arm in ARMS} for s, r in runs.items()},
-        "trace": {str(s): {arm: {"step": [x["step"] for x in r["arms"][arm]["trace"]],
-                                 "test_loss": [x["test_loss"] for x in r["arms"][arm]["trace"]]} for arm in ARMS}
-                  for s, r in runs.items()},
+        "trace": {
+            str(s): {
+                arm: {
+                    "step": [x["step"] for x in r["arms"][arm]["trace"]],
+                    "test_loss": [x["test_loss"] for x in r["arms"][arm]["trace"]],
+                }
+                for arm in ARMS
+            }
+            for s, r in runs.items()
+        },
     }
     figures = _figures(out_dir, runs, cfg)
 
@@ -318,27 +386,48 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
     change = metrics["loss_change_last_quarter"]
     ln_ok = fl["ln"] < 0.2 * no_ln_min and change["ln"] < -0.05
     comparisons = [
-        comparison("final loss, (i) LN", fl["ln"], "-> 0, still falling",
-                   "reproduced" if ln_ok else "partial" if fl["ln"] < no_ln_min else "not reproduced",
-                   f"{100 * change['ln']:+.1f}% over the last quarter of training; learned g = w v = {metrics['g']['ln']:.3g}"),
+        comparison(
+            "final loss, (i) LN",
+            fl["ln"],
+            "-> 0, still falling",
+            "reproduced" if ln_ok else "partial" if fl["ln"] < no_ln_min else "not reproduced",
+            f"{100 * change['ln']:+.1f}% over the last quarter of training; learned g = w v = {metrics['g']['ln']:.3g}",
+        ),
     ]
     for arm in ("no_ln_normalized_target", "no_ln_unnormalized_target"):
         plateau = abs(change[arm]) < 0.01 and fl[arm] > fl["ln"]
-        comparisons.append(comparison(f"final loss, {ARM_LABELS[arm]}", fl[arm], "plateau > 0",
-                                      "reproduced" if plateau else "partial" if fl[arm] > fl["ln"] else "not reproduced",
-                                      f"{100 * change[arm]:+.2f}% over the last quarter; g* = {metrics['g'][arm]:.3g}"))
-    comparisons.append(comparison("per-loop contraction, (i) LN", metrics["contraction_ln"],
-                                  f"lambda2/lambda1 = {eigen_ratio:.4g}",
-                                  verdict_within(metrics["contraction_ln"], eigen_ratio, 0.03, 0.1),
-                                  f"predicted (1+g l2)/(1+g l1) with the learned g: "
-                                  f"{metrics['predicted_contraction']['ln']:.4g}"))
-    for arm, key in (("no_ln_normalized_target", "contraction_no_ln_normalized_target"),
-                     ("no_ln_unnormalized_target", "contraction_no_ln_unnormalized_target")):
+        comparisons.append(
+            comparison(
+                f"final loss, {ARM_LABELS[arm]}",
+                fl[arm],
+                "plateau > 0",
+                "reproduced" if plateau else "partial" if fl[arm] > fl["ln"] else "not reproduced",
+                f"{100 * change[arm]:+.2f}% over the last quarter; g* = {metrics['g'][arm]:.3g}",
+            )
+        )
+    comparisons.append(
+        comparison(
+            "per-loop contraction, (i) LN",
+            metrics["contraction_ln"],
+            f"lambda2/lambda1 = {eigen_ratio:.4g}",
+            verdict_within(metrics["contraction_ln"], eigen_ratio, 0.03, 0.1),
+            f"predicted (1+g l2)/(1+g l1) with the learned g: {metrics['predicted_contraction']['ln']:.4g}",
+        )
+    )
+    for arm, key in (
+        ("no_ln_normalized_target", "contraction_no_ln_normalized_target"),
+        ("no_ln_unnormalized_target", "contraction_no_ln_unnormalized_target"),
+    ):
         pred = metrics["predicted_contraction"][arm]
         slower = metrics[key] > metrics["contraction_ln"] + 0.02
         close = abs(metrics[key] - pred) < 0.03
-        comparisons.append(comparison(f"per-loop contraction, {ARM_LABELS[arm]}", metrics[key],
-                                      f"R* = (1+g*l2)/(1+g*l1) = {pred:.4g} (> lambda2/lambda1)",
-                                      "reproduced" if slower and close else "partial" if slower or close else
-                                      "not reproduced", f"g* = {metrics['g'][arm]:.3g}; LN arm {metrics['contraction_ln']:.4g}"))
+        comparisons.append(
+            comparison(
+                f"per-loop contraction, {ARM_LABELS[arm]}",
+                metrics[key],
+                f"R* = (1+g*l2)/(1+g*l1) = {pred:.4g} (> lambda2/lambda1)",
+                "reproduced" if slower and close else "partial" if slower or close else "not reproduced",
+                f"g* = {metrics['g'][arm]:.3g}; LN arm {metrics['contraction_ln']:.4g}",
+            )
+        )
     return {"metrics": metrics, "comparisons": comparisons, "figures": figures}

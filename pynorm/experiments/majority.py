@@ -66,8 +66,12 @@ NAME = "majority"
 PAPER = "Brody, Alon & Yahav, On the Expressivity Role of LayerNorm in Transformers' Attention, Findings ACL 2023"
 
 #: variant -> MajorityTransformer attn_norm
-VARIANTS = {"projection": "with_projection", "scaling": "without_projection", "none": "none",
-            "scaling_code": "without_projection"}
+VARIANTS = {
+    "projection": "with_projection",
+    "scaling": "without_projection",
+    "none": "none",
+    "scaling_code": "without_projection",
+}
 #: the paper's means over 10 seeds at 1k / 2k / 5k steps
 PAPER_ACC = {"projection": {1000: 0.74, 2000: 0.86, 5000: 0.93}, "scaling": {1000: 0.52, 2000: 0.70, 5000: 0.85}}
 LOSS_TARGET = 0.2
@@ -100,25 +104,55 @@ class Config:
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(seeds=(11, 123), steps=1000, report_steps=(250, 500, 1000), eval_every=125, batch_size=100,
-                   n_sequences=20_000, eval_sequences=1000, angle_sequences=128, view3d_steps=600,
-                   view3d_batch=200, view3d_lr=1e-2)
+        return cls(
+            seeds=(11, 123),
+            steps=1000,
+            report_steps=(250, 500, 1000),
+            eval_every=125,
+            batch_size=100,
+            n_sequences=20_000,
+            eval_sequences=1000,
+            angle_sequences=128,
+            view3d_steps=600,
+            view3d_batch=200,
+            view3d_lr=1e-2,
+        )
 
     @classmethod
     def tiny(cls) -> "Config":
         """For the tests: seconds."""
-        return cls(variants=("projection", "scaling_code"), seeds=(1,), steps=20, report_steps=(10, 20),
-                   eval_every=10, batch_size=20, n_sequences=1000, eval_sequences=100, angle_sequences=16,
-                   view3d_steps=100, view3d_batch=50)
+        return cls(
+            variants=("projection", "scaling_code"),
+            seeds=(1,),
+            steps=20,
+            report_steps=(10, 20),
+            eval_every=10,
+            batch_size=20,
+            n_sequences=1000,
+            eval_sequences=100,
+            angle_sequences=16,
+            view3d_steps=100,
+            view3d_batch=50,
+        )
 
 
 def _experiment(cfg: Config, variant: str, seed: int, steps: int):
     """The majority experiment and training config of one (variant, seed)."""
     from pynorm.nn import build_experiment
 
-    exp, tcfg = build_experiment("majority", cfg.dtype, attn_norm=VARIANTS[variant], seed=seed,
-                                 n_sequences=cfg.n_sequences, steps=steps, batch_size=cfg.batch_size,
-                                 lr=cfg.lr, log_every=1, eval_every=0, progress=False)
+    exp, tcfg = build_experiment(
+        "majority",
+        cfg.dtype,
+        attn_norm=VARIANTS[variant],
+        seed=seed,
+        n_sequences=cfg.n_sequences,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        log_every=1,
+        eval_every=0,
+        progress=False,
+    )
     if cfg.eval_sequences is not None:
         exp.test = {k: v[: cfg.eval_sequences] for k, v in exp.test.items()}
     if variant == "scaling_code":  # P2's code: x / ||x|| / sqrt(d), i.e. x / RMS(x) / d
@@ -134,8 +168,11 @@ def _train_one(cfg: Config, variant: str, seed: int, bar) -> Dict[str, Any]:
     exp, tcfg = _experiment(cfg, variant, seed, cfg.steps)
     trainer = Trainer(exp, tcfg)
     angle_tokens = exp.test["tokens"][: cfg.angle_sequences]
-    curve = {"step": [0], "test_acc": [trainer.evaluate()["test_accuracy"]],
-             "angle_deg": [query_angle_deg(exp.model, angle_tokens)]}
+    curve = {
+        "step": [0],
+        "test_acc": [trainer.evaluate()["test_accuracy"]],
+        "angle_deg": [query_angle_deg(exp.model, angle_tokens)],
+    }
     losses: List[float] = []
     checkpoints = sorted(set(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)) | set(cfg.report_steps))
     for stop in checkpoints:
@@ -197,9 +234,22 @@ def _view3d(cfg: Config, bar) -> Dict[str, Any]:
     angle, keys (the LN outputs of the 10 token embeddings) and query directions."""
     from pynorm.nn import Trainer, build_experiment
 
-    exp, tcfg = build_experiment("majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30,
-                                 d_model=3, ffn=3, n_sequences=6000, seed=cfg.view3d_seed, steps=cfg.view3d_steps,
-                                 batch_size=cfg.view3d_batch, lr=cfg.view3d_lr, log_every=0, progress=False)
+    exp, tcfg = build_experiment(
+        "majority",
+        cfg.dtype,
+        attn_norm="with_projection",
+        vocab=10,
+        length=30,
+        d_model=3,
+        ffn=3,
+        n_sequences=6000,
+        seed=cfg.view3d_seed,
+        steps=cfg.view3d_steps,
+        batch_size=cfg.view3d_batch,
+        lr=cfg.view3d_lr,
+        log_every=0,
+        progress=False,
+    )
     trainer = Trainer(exp, tcfg)
     for step in range(cfg.view3d_steps):
         trainer.train_step(trainer.batch(step))
@@ -213,8 +263,12 @@ def _view3d(cfg: Config, bar) -> Dict[str, Any]:
     model.train(True)
     attention = model.block.mixer
     u = (keys @ attention.q_proj.params["weight"].T) @ attention.k_proj.params["weight"] / math.sqrt(3)
-    return {"test_acc": acc, "query_angle_deg": query_angle_deg(model, exp.test["tokens"][:256]), "keys": keys,
-            "queries": u}
+    return {
+        "test_acc": acc,
+        "query_angle_deg": query_angle_deg(model, exp.test["tokens"][:256]),
+        "keys": keys,
+        "queries": u,
+    }
 
 
 def _plot_view3d(view: Dict[str, Any], out_dir: pathlib.Path) -> str:
@@ -233,8 +287,10 @@ def _plot_view3d(view: Dict[str, Any], out_dir: pathlib.Path) -> str:
         ax.plot([0, v[0]], [0, v[1]], [0, v[2]], color="C3", lw=1.5, label="query directions" if i == 0 else None)
     ones = np.ones(3) / math.sqrt(3) * 2.5
     ax.plot(*np.stack([-ones, ones]).T, "k--", lw=1, label="+-1 direction")
-    ax.set_title(f"d=3 majority model with LN: test acc {view['test_acc']:.2f}, "
-                 f"query angle to 1: {view['query_angle_deg']:.1f} deg")
+    ax.set_title(
+        f"d=3 majority model with LN: test acc {view['test_acc']:.2f}, "
+        f"query angle to 1: {view['query_angle_deg']:.1f} deg"
+    )
     ax.legend(loc="upper left", fontsize=8)
     name = "majority_3d_view.png"
     fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
@@ -255,7 +311,8 @@ def units(cfg: Config):
         if variant not in VARIANTS:
             raise ValueError(f"majority: unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     return [(variant, seed) for variant in cfg.variants for seed in cfg.seeds] + (
-        [(VIEW3D, cfg.view3d_seed)] if cfg.view3d else [])
+        [(VIEW3D, cfg.view3d_seed)] if cfg.view3d else []
+    )
 
 
 def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
@@ -274,9 +331,23 @@ def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     from pynorm.nn import build_experiment
 
     per_step = seconds_per_step(trainer_step(*_experiment(cfg, cfg.variants[0], 0, cfg.steps)))
-    view = seconds_per_step(trainer_step(*build_experiment(
-        "majority", cfg.dtype, attn_norm="with_projection", vocab=10, length=30, d_model=3, ffn=3,
-        n_sequences=6000, steps=cfg.view3d_steps, batch_size=cfg.view3d_batch, progress=False)))
+    view = seconds_per_step(
+        trainer_step(
+            *build_experiment(
+                "majority",
+                cfg.dtype,
+                attn_norm="with_projection",
+                vocab=10,
+                length=30,
+                d_model=3,
+                ffn=3,
+                n_sequences=6000,
+                steps=cfg.view3d_steps,
+                batch_size=cfg.view3d_batch,
+                progress=False,
+            )
+        )
+    )
     return {unit: view * cfg.view3d_steps if unit[0] == VIEW3D else per_step * cfg.steps for unit in units}
 
 
@@ -289,8 +360,12 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
     curves = {variant: [results[(variant, seed)] for seed in cfg.seeds] for variant in cfg.variants}
     view = results.get((VIEW3D, cfg.view3d_seed)) if cfg.view3d else None
 
-    metrics: Dict[str, Any] = {"steps": cfg.steps, "seeds": list(cfg.seeds), "batch_size": cfg.batch_size,
-                               "report_steps": list(report_steps)}
+    metrics: Dict[str, Any] = {
+        "steps": cfg.steps,
+        "seeds": list(cfg.seeds),
+        "batch_size": cfg.batch_size,
+        "report_steps": list(report_steps),
+    }
     for variant, runs in curves.items():
         steps = runs[0]["step"]
         acc = np.array([r["test_acc"] for r in runs])
@@ -303,8 +378,11 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
         entry["runs_reaching_train_loss_0.2"] = sum(r is not None for r in reached)
         entry["acc_at_start"] = float(acc[:, 0].mean())
         entry["acc_final"] = float(acc[:, -1].mean())
-        entry["query_angle_deg"] = {"start": float(angle[:, 0].mean()), "end": float(angle[:, -1].mean()),
-                                    "curve": {int(s): float(a) for s, a in zip(steps, angle.mean(0))}}
+        entry["query_angle_deg"] = {
+            "start": float(angle[:, 0].mean()),
+            "end": float(angle[:, -1].mean()),
+            "curve": {int(s): float(a) for s, a in zip(steps, angle.mean(0))},
+        }
         entry["acc_curve"] = {int(s): float(a) for s, a in zip(steps, acc.mean(0))}
         metrics[variant] = entry
     figures = [_plot_accuracy(curves, report_steps, out_dir), _plot_angle(curves, out_dir)]
@@ -325,30 +403,49 @@ def _comparisons(cfg: Config, metrics: Dict[str, Any], report_steps: Tuple[int, 
     if have:
         proj, scal = metrics["projection"], metrics["scaling"]
         for other, label, extra in (
-                ("scaling", "same scale (x / RMS, norm sqrt(d))",
-                 "our 'scaling' has LN's scale, so only the projection differs"),
-                ("scaling_code", "P2's code (x / ||x|| / sqrt(d))",
-                 "P2's code scales to norm 1/sqrt(d): the projection AND a 1/d smaller scale differ")):
+            (
+                "scaling",
+                "same scale (x / RMS, norm sqrt(d))",
+                "our 'scaling' has LN's scale, so only the projection differs",
+            ),
+            (
+                "scaling_code",
+                "P2's code (x / ||x|| / sqrt(d))",
+                "P2's code scales to norm 1/sqrt(d): the projection AND a 1/d smaller scale differ",
+            ),
+        ):
             if other not in metrics:
                 continue
             oth = metrics[other]
-            ours = ", ".join(f"{_step_name(k)}: {proj[f'acc_at_{_step_name(k)}']:.2f} vs "
-                             f"{oth[f'acc_at_{_step_name(k)}']:.2f}" for k in report_steps)
+            ours = ", ".join(
+                f"{_step_name(k)}: {proj[f'acc_at_{_step_name(k)}']:.2f} vs {oth[f'acc_at_{_step_name(k)}']:.2f}"
+                for k in report_steps
+            )
             ahead = [proj[f"acc_at_{_step_name(k)}"] - oth[f"acc_at_{_step_name(k)}"] for k in report_steps]
             clearly = max(ahead) > 0.03 and min(ahead) > -0.01
             if paper_steps:
-                close = all(abs(proj[f"acc_at_{_step_name(k)}"] - PAPER_ACC["projection"][k]) <= 0.08
-                            and abs(oth[f"acc_at_{_step_name(k)}"] - PAPER_ACC["scaling"][k]) <= 0.08
-                            for k in report_steps)
+                close = all(
+                    abs(proj[f"acc_at_{_step_name(k)}"] - PAPER_ACC["projection"][k]) <= 0.08
+                    and abs(oth[f"acc_at_{_step_name(k)}"] - PAPER_ACC["scaling"][k]) <= 0.08
+                    for k in report_steps
+                )
                 verdict = "reproduced" if close and clearly else ("partial" if clearly else "not reproduced")
                 note = f"{extra}; same steps as the paper; 'reproduced' = every number within 0.08, projection ahead"
             else:
                 verdict = "partial" if clearly else "not reproduced"
-                note = (f"{extra}; quick run: steps {list(report_steps)} at batch {cfg.batch_size}, "
-                        f"{len(cfg.seeds)} seed(s) -- only the ordering (projection ahead by > 0.03) is checked")
-            comparisons.append({"name": f"test accuracy with vs without projection, {label}", "ours": ours,
-                                "paper": "1k: 0.74 vs 0.52, 2k: 0.86 vs 0.70, 5k: 0.93 vs 0.85",
-                                "verdict": verdict, "note": note})
+                note = (
+                    f"{extra}; quick run: steps {list(report_steps)} at batch {cfg.batch_size}, "
+                    f"{len(cfg.seeds)} seed(s) -- only the ordering (projection ahead by > 0.03) is checked"
+                )
+            comparisons.append(
+                {
+                    "name": f"test accuracy with vs without projection, {label}",
+                    "ours": ours,
+                    "paper": "1k: 0.74 vs 0.52, 2k: 0.86 vs 0.70, 5k: 0.93 vs 0.85",
+                    "verdict": verdict,
+                    "note": note,
+                }
+            )
         for other in ("scaling", "scaling_code"):
             if other not in metrics:
                 continue
@@ -362,30 +459,49 @@ def _comparisons(cfg: Config, metrics: Dict[str, Any], report_steps: Tuple[int, 
                 ours = f"{_fmt(a, 0)} vs {_fmt(b, 0)} steps"
                 verdict = "partial" if a is not None else "n/a"
                 note = "not every variant reached training loss 0.2 in the steps run"
-            comparisons.append({"name": f"steps to training loss 0.2, projection vs {other}", "ours": ours,
-                                "paper": "without projection needs ~3x more steps", "verdict": verdict,
-                                "note": note})
+            comparisons.append(
+                {
+                    "name": f"steps to training loss 0.2, projection vs {other}",
+                    "ours": ours,
+                    "paper": "without projection needs ~3x more steps",
+                    "verdict": verdict,
+                    "note": note,
+                }
+            )
         pa, sa = proj["query_angle_deg"], scal["query_angle_deg"]
-        ours = "; ".join(f"{v} {metrics[v]['query_angle_deg']['start']:.0f} -> "
-                         f"{metrics[v]['query_angle_deg']['end']:.0f} deg" for v in cfg.variants if v in metrics)
+        ours = "; ".join(
+            f"{v} {metrics[v]['query_angle_deg']['start']:.0f} -> {metrics[v]['query_angle_deg']['end']:.0f} deg"
+            for v in cfg.variants
+            if v in metrics
+        )
         if pa["end"] < 25 and sa["end"] > 50:
             verdict = "reproduced"
         elif pa["end"] < pa["start"] - 10 and pa["end"] < sa["end"]:
             verdict = "partial"
         else:
             verdict = "not reproduced"
-        comparisons.append({"name": "query angle to the all-ones vector", "ours": ours,
-                            "paper": "with projection ~70 -> ~11 deg; without stays ~70-83 deg", "verdict": verdict,
-                            "note": "mean acute angle over test tokens"
-                                    + ("" if paper_steps else "; quick run, fewer steps")})
+        comparisons.append(
+            {
+                "name": "query angle to the all-ones vector",
+                "ours": ours,
+                "paper": "with projection ~70 -> ~11 deg; without stays ~70-83 deg",
+                "verdict": verdict,
+                "note": "mean acute angle over test tokens" + ("" if paper_steps else "; quick run, fewer steps"),
+            }
+        )
     if "view3d" in metrics:
         v = metrics["view3d"]
-        comparisons.append({"name": "3-d view (d=3): queries align with +-1", "ours":
-                            f"query angle {v['query_angle_deg']:.0f} deg, test acc {v['test_acc']:.2f}",
-                            "paper": "keys on a circle, queries aligned with +-1 (figure)",
-                            "verdict": "reproduced" if v["query_angle_deg"] < 20 else
-                            ("partial" if v["query_angle_deg"] < 45 else "not reproduced"),
-                            "note": "keys lie on the circle by construction of LN; the queries' alignment is learned"})
+        comparisons.append(
+            {
+                "name": "3-d view (d=3): queries align with +-1",
+                "ours": f"query angle {v['query_angle_deg']:.0f} deg, test acc {v['test_acc']:.2f}",
+                "paper": "keys on a circle, queries aligned with +-1 (figure)",
+                "verdict": "reproduced"
+                if v["query_angle_deg"] < 20
+                else ("partial" if v["query_angle_deg"] < 45 else "not reproduced"),
+                "note": "keys lie on the circle by construction of LN; the queries' alignment is learned",
+            }
+        )
     return comparisons
 
 
@@ -400,8 +516,14 @@ def _plot_accuracy(curves, report_steps, out_dir: pathlib.Path) -> str:
             ax.fill_between(steps, acc.min(0), acc.max(0), color=f"C{i}", alpha=0.2)
     for variant, marker in (("projection", "o"), ("scaling", "s")):
         if variant in curves and max(report_steps, default=0) >= 1000:
-            ax.plot(list(PAPER_ACC[variant]), list(PAPER_ACC[variant].values()), marker, color="k", mfc="none",
-                    label=f"paper, {variant}")
+            ax.plot(
+                list(PAPER_ACC[variant]),
+                list(PAPER_ACC[variant].values()),
+                marker,
+                color="k",
+                mfc="none",
+                label=f"paper, {variant}",
+            )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("test accuracy (per token)")
     ax.set_title("Majority task: norm before attention (band = min/max over seeds)")

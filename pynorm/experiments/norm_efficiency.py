@@ -85,9 +85,11 @@ def _pynorm_cases(x, w, b, dy) -> Dict[str, Dict[str, Callable[[], Any]]]:
     def dyt_fb():
         return pynorm.dyt(x, 0.5, w, b), pynorm.dyt_backward(dy, x, 0.5, w, b)
 
-    return {"layernorm": {"forward": lambda: pynorm.layer_norm(x, w, b), "forward_backward": ln_fb},
-            "rmsnorm": {"forward": lambda: pynorm.rms_norm(x, w), "forward_backward": rms_fb},
-            "dyt": {"forward": lambda: pynorm.dyt(x, 0.5, w, b), "forward_backward": dyt_fb}}
+    return {
+        "layernorm": {"forward": lambda: pynorm.layer_norm(x, w, b), "forward_backward": ln_fb},
+        "rmsnorm": {"forward": lambda: pynorm.rms_norm(x, w), "forward_backward": rms_fb},
+        "dyt": {"forward": lambda: pynorm.dyt(x, 0.5, w, b), "forward_backward": dyt_fb},
+    }
 
 
 def _torch_functions(torch):
@@ -145,8 +147,11 @@ def _torch():
 
 def _implementations(cfg: Config) -> List[str]:
     torch = _torch()
-    return ["pynorm"] + (["torch_eager"] if torch is not None else []) + (
-        ["torch_compile"] if torch is not None and cfg.torch_compile else [])
+    return (
+        ["pynorm"]
+        + (["torch_eager"] if torch is not None else [])
+        + (["torch_compile"] if torch is not None and cfg.torch_compile else [])
+    )
 
 
 def units(cfg: Config):
@@ -175,8 +180,9 @@ def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[s
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
     impls = _implementations(cfg)
-    times: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {i: {n: {p: {} for p in PASSES} for n in NORMS}
-                                                                 for i in impls}
+    times: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {
+        i: {n: {p: {} for p in PASSES} for n in NORMS} for i in impls
+    }
     copy_gbps: Dict[str, float] = {}
     skipped: Dict[str, str] = {}
     rng = np.random.default_rng(cfg.seeds[0])
@@ -197,8 +203,9 @@ def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[s
                     else:
                         cases, problems = _torch_cases(torch, x, w, b, dy, impl == "torch_compile")
                         skipped.update({f"{impl}/{n}": msg for n, msg in problems.items()})
-                    all_cases += [(impl, norm, pass_, cases[norm][pass_]) for norm in NORMS if norm in cases
-                                  for pass_ in PASSES]
+                    all_cases += [
+                        (impl, norm, pass_, cases[norm][pass_]) for norm in NORMS if norm in cases for pass_ in PASSES
+                    ]
                 # interleaved rounds, best over all: a burst of load from other users then
                 # hits one round of every case instead of all repeats of one case
                 for round_ in range(cfg.rounds):
@@ -223,16 +230,48 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
     measured = results[("timings",)]
     times, copy_gbps = measured["times_ms"], measured["copy_GBps"]
     impls = list(times)
-    gbps = {i: {n: {p: {s: ELEMENTS[p] * 4 * _numel(s) / (ms * 1e-3) / 1e9 for s, ms in by_shape.items()}
-                    for p, by_shape in by_pass.items()} for n, by_pass in by_norm.items()}
-            for i, by_norm in times.items()}
-    ratio = {i: {p: {s: times[i]["dyt"][p][s] / times[i]["layernorm"][p][s] for s in times[i]["layernorm"][p]
-                     if s in times[i]["dyt"][p]} for p in PASSES} for i in impls}
-    ratio_rms = {i: {p: {s: times[i]["dyt"][p][s] / times[i]["rmsnorm"][p][s] for s in times[i]["rmsnorm"][p]
-                         if s in times[i]["dyt"][p]} for p in PASSES} for i in impls}
-    metrics = {"times_ms": times, "GBps": gbps, "dyt_over_ln": ratio, "dyt_over_rms": ratio_rms, "copy_GBps": copy_gbps,
-               "threads": cfg.threads, "torch_compile_skipped": measured["torch_compile_skipped"],
-               "torch_compile": "on" if cfg.torch_compile else "off (quick mode)"}
+    gbps = {
+        i: {
+            n: {
+                p: {s: ELEMENTS[p] * 4 * _numel(s) / (ms * 1e-3) / 1e9 for s, ms in by_shape.items()}
+                for p, by_shape in by_pass.items()
+            }
+            for n, by_pass in by_norm.items()
+        }
+        for i, by_norm in times.items()
+    }
+    ratio = {
+        i: {
+            p: {
+                s: times[i]["dyt"][p][s] / times[i]["layernorm"][p][s]
+                for s in times[i]["layernorm"][p]
+                if s in times[i]["dyt"][p]
+            }
+            for p in PASSES
+        }
+        for i in impls
+    }
+    ratio_rms = {
+        i: {
+            p: {
+                s: times[i]["dyt"][p][s] / times[i]["rmsnorm"][p][s]
+                for s in times[i]["rmsnorm"][p]
+                if s in times[i]["dyt"][p]
+            }
+            for p in PASSES
+        }
+        for i in impls
+    }
+    metrics = {
+        "times_ms": times,
+        "GBps": gbps,
+        "dyt_over_ln": ratio,
+        "dyt_over_rms": ratio_rms,
+        "copy_GBps": copy_gbps,
+        "threads": cfg.threads,
+        "torch_compile_skipped": measured["torch_compile_skipped"],
+        "torch_compile": "on" if cfg.torch_compile else "off (quick mode)",
+    }
     figures = [_plot(times, gbps, copy_gbps, out_dir)]
     return {"metrics": metrics, "comparisons": _comparisons(metrics), "figures": figures}
 
@@ -249,8 +288,9 @@ def _comparisons(metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
         values = [v for p in by_pass.values() for v in p.values()]
         if not values:
             continue
-        ours = "; ".join(f"{p}: " + ", ".join(f"{s} {v:.2f}" for s, v in by_shape.items())
-                         for p, by_shape in by_pass.items())
+        ours = "; ".join(
+            f"{p}: " + ", ".join(f"{s} {v:.2f}" for s, v in by_shape.items()) for p, by_shape in by_pass.items()
+        )
         if impl == "pynorm":
             verdict = "reproduced" if min(values) >= 0.8 else "not reproduced"
             paper = "a well-fused DyT is no faster than a fused norm (compile: same time)"
@@ -263,18 +303,23 @@ def _comparisons(metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
             verdict = "n/a"
             paper = "(the paper compares DyT with RMSNorm in eager mode, next row)"
             note = "torch eager on CPU, float32"
-        out.append({"name": f"DyT vs LN time ({impl})", "ours": ours, "paper": paper, "verdict": verdict,
-                    "note": note})
+        out.append({"name": f"DyT vs LN time ({impl})", "ours": ours, "paper": paper, "verdict": verdict, "note": note})
     eager = metrics["dyt_over_rms"].get("torch_eager")
     if eager:
         values = [v for p in eager.values() for v in p.values()]
-        ours = "; ".join(f"{p}: " + ", ".join(f"{s} {v:.2f}" for s, v in by_shape.items())
-                         for p, by_shape in eager.items())
-        out.append({"name": "DyT vs RMSNorm time (torch eager)", "ours": ours,
-                    "paper": "eager: DyT/RMSNorm 1.0/2.1 s = 0.48 inference, 4.8/8.3 s = 0.58 training (H100, bf16)",
-                    "verdict": "reproduced" if max(values) < 0.8 else "not reproduced",
-                    "note": "CPU float32, not the paper's H100 bf16: torch's CPU RMSNorm and DyT are both "
-                            "composites of several passes, so the eager gap depends on the device"})
+        ours = "; ".join(
+            f"{p}: " + ", ".join(f"{s} {v:.2f}" for s, v in by_shape.items()) for p, by_shape in eager.items()
+        )
+        out.append(
+            {
+                "name": "DyT vs RMSNorm time (torch eager)",
+                "ours": ours,
+                "paper": "eager: DyT/RMSNorm 1.0/2.1 s = 0.48 inference, 4.8/8.3 s = 0.58 training (H100, bf16)",
+                "verdict": "reproduced" if max(values) < 0.8 else "not reproduced",
+                "note": "CPU float32, not the paper's H100 bf16: torch's CPU RMSNorm and DyT are both "
+                "composites of several passes, so the eager gap depends on the device",
+            }
+        )
     return out
 
 
@@ -289,8 +334,14 @@ def _plot(times, gbps, copy_gbps, out_dir: pathlib.Path) -> str:
             for k, norm in enumerate(NORMS):
                 values = [gbps[impl][norm][pass_].get(s, np.nan) for s in shapes]
                 offset = (j * len(NORMS) + k) * width - 0.4 + width / 2
-                ax.bar(np.arange(len(shapes)) + offset, values, width, color=f"C{k}",
-                       alpha=[1.0, 0.55, 0.3][j], label=f"{impl} {norm}")
+                ax.bar(
+                    np.arange(len(shapes)) + offset,
+                    values,
+                    width,
+                    color=f"C{k}",
+                    alpha=[1.0, 0.55, 0.3][j],
+                    label=f"{impl} {norm}",
+                )
         ax.plot(np.arange(len(shapes)), [copy_gbps[s] for s in shapes], "k_", ms=40, mew=2, label="copy of the bytes")
         ax.set_xticks(range(len(shapes)), shapes)
         ax.set_title(f"{pass_} (float32, effective GB/s, higher is better)")

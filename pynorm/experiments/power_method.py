@@ -67,12 +67,24 @@ import numpy as np
 
 from pynorm.nn import build_experiment
 
-from ._common import (chunk_points, comparison, loglog_slope, pyplot, save_figure, seconds_per_step,
-                      train_with_trace, trainer_step, verdict_within)
+from ._common import (
+    chunk_points,
+    comparison,
+    loglog_slope,
+    pyplot,
+    save_figure,
+    seconds_per_step,
+    train_with_trace,
+    trainer_step,
+    verdict_within,
+)
 from ._fanout import runner
 
 NAME = "power-method"
-PAPER = "Wu, Zhang, Cao, Looped Transformers with Layer Normalization Provably Learn the Power Method, arXiv 2606.00605 (2026), Fig. 1"
+PAPER = (
+    "Wu, Zhang, Cao, Looped Transformers with Layer Normalization Provably Learn the Power Method, "
+    "arXiv 2606.00605 (2026), Fig. 1"
+)
 
 
 @dataclass
@@ -82,25 +94,35 @@ class Config:
     loops: int = 10
     n_train: int = 10_000
     n_test: int = 2_000
-    steps: int = 156_200          # 2,000 epochs of 78 batches of 128
+    steps: int = 156_200  # 2,000 epochs of 78 batches of 128
     batch_size: int = 128
     lr: float = 0.1
     init_w: float = 0.1
     init_v: float = 0.1
-    probe_noise: float = 0.01     # init noise of the stability probe
+    probe_noise: float = 0.01  # init noise of the stability probe
     probe_steps: int = 5_000
     diag_noises: Tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)  # diagnosis: init noise relative to init_w
     diag_steps: int = 5_000
     dtype: str = "float64"
-    n_points: int = 60            # trace points (geometric in the step)
-    max_chunk: int = 2_000        # at most this many steps between checkpoints
+    n_points: int = 60  # trace points (geometric in the step)
+    max_chunk: int = 2_000  # at most this many steps between checkpoints
     log_every: int = 10
     seeds: Tuple[int, ...] = (0,)
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(n_train=4_000, n_test=500, steps=6_000, batch_size=32, probe_steps=300, diag_steps=250,
-                   dtype="float32", n_points=24, max_chunk=1_000, log_every=1)
+        return cls(
+            n_train=4_000,
+            n_test=500,
+            steps=6_000,
+            batch_size=32,
+            probe_steps=300,
+            diag_steps=250,
+            dtype="float32",
+            n_points=24,
+            max_chunk=1_000,
+            log_every=1,
+        )
 
     @classmethod
     def full(cls) -> "Config":
@@ -109,8 +131,20 @@ class Config:
     @classmethod
     def tiny(cls) -> "Config":
         """For the tests: seconds."""
-        return cls(n=16, loops=4, n_train=512, n_test=128, steps=150, batch_size=32, probe_steps=20,
-                   diag_steps=20, dtype="float32", n_points=8, max_chunk=0, log_every=1)
+        return cls(
+            n=16,
+            loops=4,
+            n_train=512,
+            n_test=128,
+            steps=150,
+            batch_size=32,
+            probe_steps=20,
+            diag_steps=20,
+            dtype="float32",
+            n_points=8,
+            max_chunk=0,
+            log_every=1,
+        )
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -128,8 +162,11 @@ ACTIVE_BLOCKS = ("W_tr", "V_bl")
 
 def block_energies(W: np.ndarray, V: np.ndarray, d: int) -> Dict[str, float]:
     """The energy (sum of squares) of each d x d block of W and V: ``{"W_tl": ..., "V_br": ...}``."""
-    return {f"{name}_{block}": float(np.sum(M[i * d:(i + 1) * d, j * d:(j + 1) * d] ** 2))
-            for name, M in (("W", W), ("V", V)) for block, (i, j) in BLOCKS.items()}
+    return {
+        f"{name}_{block}": float(np.sum(M[i * d : (i + 1) * d, j * d : (j + 1) * d] ** 2))
+        for name, M in (("W", W), ("V", V))
+        for block, (i, j) in BLOCKS.items()
+    }
 
 
 def block_stats(W: np.ndarray, V: np.ndarray, d: int) -> Dict[str, float]:
@@ -141,8 +178,13 @@ def block_stats(W: np.ndarray, V: np.ndarray, d: int) -> Dict[str, float]:
     outside = sum(e for b, e in energy.items() if b not in ACTIVE_BLOCKS)
     w, v = float(np.mean(np.diag(bw))), float(np.mean(np.diag(bv)))
     non_identity = (np.sum((bw - w * np.eye(d)) ** 2) + np.sum((bv - v * np.eye(d)) ** 2)) / inside
-    return {"w": w, "v": v, "rho": w * v, "off_block_energy_ratio": float(outside / inside),
-            "block_non_identity_fraction": float(non_identity)}
+    return {
+        "w": w,
+        "v": v,
+        "rho": w * v,
+        "off_block_energy_ratio": float(outside / inside),
+        "block_non_identity_fraction": float(non_identity),
+    }
 
 
 def power_method(X: np.ndarray, a: np.ndarray, loops: int) -> np.ndarray:
@@ -161,11 +203,26 @@ def sin2_to(y: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def _build(cfg: Config, seed: int, init_noise: float, steps: int, normalize_readout: bool = True):
-    return build_experiment("power-method", cfg.dtype, d=cfg.d, n=cfg.n, loops=cfg.loops, init_w=cfg.init_w,
-                            init_v=cfg.init_v, init_noise=init_noise, normalize_readout=normalize_readout,
-                            n_train=cfg.n_train, n_test=cfg.n_test, seed=seed, steps=steps,
-                            batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", log_every=cfg.log_every,
-                            eval_batch_size=2_000)
+    return build_experiment(
+        "power-method",
+        cfg.dtype,
+        d=cfg.d,
+        n=cfg.n,
+        loops=cfg.loops,
+        init_w=cfg.init_w,
+        init_v=cfg.init_v,
+        init_noise=init_noise,
+        normalize_readout=normalize_readout,
+        n_train=cfg.n_train,
+        n_test=cfg.n_test,
+        seed=seed,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        optimizer="sgd",
+        log_every=cfg.log_every,
+        eval_batch_size=2_000,
+    )
 
 
 #: the diagnosis's loss forms -> normalize_readout: sin^2 of the normalised readout, or the
@@ -176,8 +233,9 @@ LOSS_FORMS = {"normalized": True, "plain": False}
 def units(cfg: Config):
     """One unit per seed and run: the main run from the exact init, the stability probe, and
     one diagnosis run per relative init noise and loss form, ``(seed, "diag", noise, form)``."""
-    return ([(seed, part) for seed in cfg.seeds for part in ("main", "probe")]
-            + [(seed, "diag", noise, form) for seed in cfg.seeds for noise in cfg.diag_noises for form in LOSS_FORMS])
+    return [(seed, part) for seed in cfg.seeds for part in ("main", "probe")] + [
+        (seed, "diag", noise, form) for seed in cfg.seeds for noise in cfg.diag_noises for form in LOSS_FORMS
+    ]
 
 
 class Part(NamedTuple):
@@ -197,13 +255,23 @@ def _part(cfg: Config, unit) -> Part:
     if unit[1] == "main":
         return Part(0.0, True, cfg.steps, chunk_points(cfg.steps, cfg.n_points, cfg.max_chunk), "main", "exact init")
     if unit[1] == "probe":
-        return Part(cfg.probe_noise, True, cfg.probe_steps,
-                    chunk_points(cfg.probe_steps, max(cfg.n_points // 2, 4), cfg.max_chunk), "probe",
-                    f"init + noise {cfg.probe_noise:g}")
+        return Part(
+            cfg.probe_noise,
+            True,
+            cfg.probe_steps,
+            chunk_points(cfg.probe_steps, max(cfg.n_points // 2, 4), cfg.max_chunk),
+            "probe",
+            f"init + noise {cfg.probe_noise:g}",
+        )
     _, _, relative, form = unit
-    return Part(relative * cfg.init_w, LOSS_FORMS[form], cfg.diag_steps,
-                chunk_points(cfg.diag_steps, cfg.n_points, cfg.max_chunk), f"diag/{relative:g}_{form}",
-                f"diagnosis: relative noise {relative:g}, {form} loss")
+    return Part(
+        relative * cfg.init_w,
+        LOSS_FORMS[form],
+        cfg.diag_steps,
+        chunk_points(cfg.diag_steps, cfg.n_points, cfg.max_chunk),
+        f"diag/{relative:g}_{form}",
+        f"diagnosis: relative noise {relative:g}, {form} loss",
+    )
 
 
 def readout_sin2(pred: np.ndarray, basis: np.ndarray) -> float:
@@ -234,8 +302,15 @@ def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[s
     if unit[1] == "diag":
         exp.metrics.update(sin2=readout_sin2, readout_norm=readout_norm)
         record = lambda trainer: _diagnosis_record(trainer, cfg.d)  # noqa: E731
-    _, trace = train_with_trace(exp, tcfg, out_dir / "train" / f"seed{seed}" / part.folder, part.points, record,
-                                progress, f"{NAME} seed {seed} ({part.label})")
+    _, trace = train_with_trace(
+        exp,
+        tcfg,
+        out_dir / "train" / f"seed{seed}" / part.folder,
+        part.points,
+        record,
+        progress,
+        f"{NAME} seed {seed} ({part.label})",
+    )
     result = {"trace": trace, "weights": weights(exp.model)}
     if unit[1] == "main":
         test = exp.test
@@ -265,22 +340,40 @@ def _seed_metrics(cfg: Config, main: Dict[str, Any], probe: Dict[str, Any]) -> D
         "growth_slope": loglog_slope(steps[late], geo[late]),
         "growth_slope_w": loglog_slope(steps[late], [r["w"] for r in np.array(trace)[late]]),
         "growth_slope_v": loglog_slope(steps[late], [r["v"] for r in np.array(trace)[late]]),
-        "w": final["w"], "v": final["v"], "rho": final["rho"],
+        "w": final["w"],
+        "v": final["v"],
+        "rho": final["rho"],
         "block_non_identity_fraction": final["block_non_identity_fraction"],
         "off_block_energy_ratio_exact_init": final["off_block_energy_ratio"],
         "off_block_energy_ratio": probe_final["off_block_energy_ratio"],
         "probe_initial_off_block_energy_ratio": probe_trace[0]["off_block_energy_ratio"],
         "probe_min_test_loss": float(min(probe_losses)),
         "probe_final_test_loss": probe_losses[-1],
-        "_trace": trace, "_probe_trace": probe_trace, "_weights": (W, V, Wp, Vp),
+        "_trace": trace,
+        "_probe_trace": probe_trace,
+        "_weights": (W, V, Wp, Vp),
     }
 
 
 #: the diagnosis table's columns (keys of :func:`diagnosis_row`)
-DIAGNOSIS_COLUMNS = ("seed", "relative_noise", "absolute_noise", "loss_form", "initial_off_block_ratio",
-                     "final_off_block_ratio", "off_exceeds_in_step", "final_test_loss", "min_test_loss",
-                     "final_sin2", "final_readout_norm", "w", "v", "grows_most", "off_block_growing_most",
-                     "off_block_growth_factor")
+DIAGNOSIS_COLUMNS = (
+    "seed",
+    "relative_noise",
+    "absolute_noise",
+    "loss_form",
+    "initial_off_block_ratio",
+    "final_off_block_ratio",
+    "off_exceeds_in_step",
+    "final_test_loss",
+    "min_test_loss",
+    "final_sin2",
+    "final_readout_norm",
+    "w",
+    "v",
+    "grows_most",
+    "off_block_growing_most",
+    "off_block_growth_factor",
+)
 
 
 def diagnosis_row(cfg: Config, unit, trace: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -294,14 +387,24 @@ def diagnosis_row(cfg: Config, unit, trace: List[Dict[str, Any]]) -> Dict[str, A
     gain = {b: last[b] - first[b] for b in BLOCK_NAMES}
     factor = {b: last[b] / first[b] for b in BLOCK_NAMES if b not in ACTIVE_BLOCKS and first[b] > 0}
     fastest = max(factor, key=factor.get) if factor else None
-    return {"seed": seed, "relative_noise": relative, "absolute_noise": relative * cfg.init_w, "loss_form": form,
-            "initial_off_block_ratio": first["off_block_energy_ratio"],
-            "final_off_block_ratio": last["off_block_energy_ratio"],
-            "off_exceeds_in_step": next((r["step"] for r in trace if r["off_block_energy_ratio"] > 1), None),
-            "final_test_loss": last["test_loss"], "min_test_loss": min(r["test_loss"] for r in trace),
-            "final_sin2": last["test_sin2"], "final_readout_norm": last["test_readout_norm"],
-            "w": last["w"], "v": last["v"], "grows_most": max(gain, key=gain.get),
-            "off_block_growing_most": fastest, "off_block_growth_factor": factor.get(fastest)}
+    return {
+        "seed": seed,
+        "relative_noise": relative,
+        "absolute_noise": relative * cfg.init_w,
+        "loss_form": form,
+        "initial_off_block_ratio": first["off_block_energy_ratio"],
+        "final_off_block_ratio": last["off_block_energy_ratio"],
+        "off_exceeds_in_step": next((r["step"] for r in trace if r["off_block_energy_ratio"] > 1), None),
+        "final_test_loss": last["test_loss"],
+        "min_test_loss": min(r["test_loss"] for r in trace),
+        "final_sin2": last["test_sin2"],
+        "final_readout_norm": last["test_readout_norm"],
+        "w": last["w"],
+        "v": last["v"],
+        "grows_most": max(gain, key=gain.get),
+        "off_block_growing_most": fastest,
+        "off_block_growth_factor": factor.get(fastest),
+    }
 
 
 def diagnosis_finding(rows: List[Dict[str, Any]], steps: int) -> str:
@@ -315,12 +418,14 @@ def diagnosis_finding(rows: List[Dict[str, Any]], steps: int) -> str:
         crossed: Dict[float, int] = {}
         for r in mine:
             if r["off_exceeds_in_step"] is not None:
-                crossed[r["relative_noise"]] = min(crossed.get(r["relative_noise"], r["off_exceeds_in_step"]),
-                                                   r["off_exceeds_in_step"])
+                crossed[r["relative_noise"]] = min(
+                    crossed.get(r["relative_noise"], r["off_exceeds_in_step"]), r["off_exceeds_in_step"]
+                )
         text = f"with the {form} loss the off-block ratio grew at relative noise "
         text += ", ".join(f"{x:g}" for x in grew) if grew else "none"
         text += " and overtook the in-block energy at " + (
-            ", ".join(f"{x:g} (step {step})" for x, step in sorted(crossed.items())) if crossed else "none")
+            ", ".join(f"{x:g} (step {step})" for x, step in sorted(crossed.items())) if crossed else "none"
+        )
         parts.append(text)
     return f"Diagnosis table ({steps} steps from the structured init + relative noise): " + "; ".join(parts) + "."
 
@@ -336,8 +441,12 @@ def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
 def _heatmaps(out_dir, W, V, Wp, Vp, cfg):
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 8.4))
-    for row, (A, B, label) in enumerate(((W, V, f"exact structured init, step {cfg.steps}"),
-                                         (Wp, Vp, f"init + noise {cfg.probe_noise:g}, step {cfg.probe_steps}"))):
+    for row, (A, B, label) in enumerate(
+        (
+            (W, V, f"exact structured init, step {cfg.steps}"),
+            (Wp, Vp, f"init + noise {cfg.probe_noise:g}, step {cfg.probe_steps}"),
+        )
+    ):
         for col, (M, name) in enumerate(((A, "W"), (B, "V"))):
             ax = axes[row, col]
             lim = np.max(np.abs(M)) or 1.0
@@ -358,12 +467,16 @@ def _curves(out_dir, runs, cfg):
         keep = t > 0
         tr = [x["train_loss"] if x["train_loss"] is not None else np.nan for x in r["_trace"]]
         axes[0].plot(t[keep], np.array(tr)[keep], lw=1, alpha=0.6, label=f"train (seed {seed})")
-        axes[0].plot(t[keep], np.array([x["test_loss"] for x in r["_trace"]])[keep], lw=1.5, label=f"test (seed {seed})")
+        axes[0].plot(
+            t[keep], np.array([x["test_loss"] for x in r["_trace"]])[keep], lw=1.5, label=f"test (seed {seed})"
+        )
         axes[0].axhline(r["power_method_loss"], color="k", ls="--", lw=1, label=f"exact {cfg.loops}-step power method")
         for key, style in (("w", "-"), ("v", "--")):
             axes[1].plot(t[keep], np.array([x[key] for x in r["_trace"]])[keep], style, label=f"{key} (seed {seed})")
         tp = np.array([x["step"] for x in r["_probe_trace"]], float)
-        axes[2].plot(tp, [x["off_block_energy_ratio"] for x in r["_probe_trace"]], label=f"off-block ratio (seed {seed})")
+        axes[2].plot(
+            tp, [x["off_block_energy_ratio"] for x in r["_probe_trace"]], label=f"off-block ratio (seed {seed})"
+        )
         axes[2].plot(tp, [x["test_loss"] for x in r["_probe_trace"]], ls="--", label=f"test loss (seed {seed})")
     first = next(iter(runs.values()))
     t = np.array([x["step"] for x in first["_trace"]], float)
@@ -371,10 +484,16 @@ def _curves(out_dir, runs, cfg):
     if len(t) > 1:
         ref = np.sqrt(max(first["rho"], 1e-12)) * (t / t[-1]) ** 0.25
         axes[1].plot(t, ref, "k:", lw=2, label="slope 1/4")
-    axes[0].set(xscale="log", yscale="log", xlabel="step", ylabel="mean sin^2 to top eigenvector",
-                title="Loss (exact structured init)")
-    axes[1].set(xscale="log", yscale="log", xlabel="step", ylabel="active coefficient",
-                title="w, v (growth: paper t^{1/4})")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="step",
+        ylabel="mean sin^2 to top eigenvector",
+        title="Loss (exact structured init)",
+    )
+    axes[1].set(
+        xscale="log", yscale="log", xlabel="step", ylabel="active coefficient", title="w, v (growth: paper t^{1/4})"
+    )
     axes[2].set(yscale="log", xlabel="step", title=f"Stability probe: init + noise {cfg.probe_noise:g}")
     for ax in axes:
         ax.legend(fontsize=7)
@@ -393,8 +512,12 @@ def _diagnosis_figure(out_dir, traces: Dict[Tuple, List[Dict[str, Any]]], cfg: C
         steps = [r["step"] for r in trace]
         ratio = np.array([r["off_block_energy_ratio"] for r in trace])
         label = f"relative noise {relative:g} (seed {seed})"
-        row[0].plot(steps, np.where(ratio > 0, ratio, np.nan), marker=".",
-                    label=label if ratio.any() else f"{label}: ratio 0, off the log axis")
+        row[0].plot(
+            steps,
+            np.where(ratio > 0, ratio, np.nan),
+            marker=".",
+            label=label if ratio.any() else f"{label}: ratio 0, off the log axis",
+        )
         row[1].plot(steps, [r["test_loss"] for r in trace], marker=".", label=label)
     for row, form in zip(axes, forms):
         row[0].axhline(1.0, color="k", ls=":", lw=1, label="off-block = in-block")
@@ -422,9 +545,15 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
     mean = {k: float(np.mean([r[k] for r in runs.values()])) for k in keys}
     metrics: Dict[str, Any] = dict(mean)
     metrics["per_seed"] = {str(s): {k: r[k] for k in keys} for s, r in runs.items()}
-    metrics["trace"] = {str(s): {"step": [x["step"] for x in r["_trace"]], "test_loss": [x["test_loss"] for x in r["_trace"]],
-                                 "w": [x["w"] for x in r["_trace"]], "v": [x["v"] for x in r["_trace"]]}
-                        for s, r in runs.items()}
+    metrics["trace"] = {
+        str(s): {
+            "step": [x["step"] for x in r["_trace"]],
+            "test_loss": [x["test_loss"] for x in r["_trace"]],
+            "w": [x["w"] for x in r["_trace"]],
+            "v": [x["v"] for x in r["_trace"]],
+        }
+        for s, r in runs.items()
+    }
     first = next(iter(runs.values()))
     figures = [_heatmaps(out_dir, *first["_weights"], cfg), _curves(out_dir, runs, cfg)]
     diagnosis = {unit: result["trace"] for unit, result in results.items() if unit[1] == "diag"}
@@ -433,35 +562,63 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
     tables = []
     if rows:
         figures.append(_diagnosis_figure(out_dir, diagnosis, cfg))
-        tables.append({"title": "Diagnosis: training from the structured init plus noise", "note": finding,
-                       "columns": list(DIAGNOSIS_COLUMNS), "rows": rows})
+        tables.append(
+            {
+                "title": "Diagnosis: training from the structured init plus noise",
+                "note": finding,
+                "columns": list(DIAGNOSIS_COLUMNS),
+                "rows": rows,
+            }
+        )
 
     gap = (mean["test_loss"] - mean["power_method_loss"]) / mean["power_method_loss"]
     start_gap = (mean["initial_test_loss"] - mean["power_method_loss"]) / mean["power_method_loss"]
     comparisons = [
-        comparison("off-block energy / in-block energy (init + noise)", mean["off_block_energy_ratio"],
-                   "small (only the predicted blocks significant)",
-                   "reproduced" if mean["off_block_energy_ratio"] < 0.05 else "not reproduced",
-                   (f"probe from init + N(0,{cfg.probe_noise:g}^2) noise, {cfg.probe_steps} steps: ratio "
-                    f"{mean['probe_initial_off_block_energy_ratio']:.3g} at init; test loss min "
-                    f"{mean['probe_min_test_loss']:.3g}, final {mean['probe_final_test_loss']:.3g}. From the exact "
-                    f"structured init the ratio stays {mean['off_block_energy_ratio_exact_init']:.2g} (invariant set). "
-                    + finding).strip()),
-        comparison("active blocks proportional to I (non-identity energy fraction)",
-                   mean["block_non_identity_fraction"], "~0",
-                   "reproduced" if mean["block_non_identity_fraction"] < 0.05 else "partial",
-                   "exact-init run; fraction of the active blocks' energy not on c*I"),
-        comparison("growth slope of sqrt(w v) (log-log, late training)", mean["growth_slope"], 0.25,
-                   verdict_within(mean["growth_slope"], 0.25, 0.05, 0.15),
-                   f"steps >= {cfg.steps // 4}; w slope {mean['growth_slope_w']:.3f}, v slope "
-                   f"{mean['growth_slope_v']:.3f}; rho = w v = {mean['rho']:.3g} at the end"),
-        comparison("mean |cos| to (XX^T)^L a", mean["cos_to_power_method"], "-> 1",
-                   "reproduced" if mean["cos_to_power_method"] > 0.95 else
-                   "partial" if mean["cos_to_power_method"] > 0.7 else "not reproduced",
-                   "rises with rho; isotropic data make the 10-step power method sensitive to the shift 1/rho"),
-        comparison("test loss vs exact L-step power method loss", mean["test_loss"],
-                   f"-> {mean['power_method_loss']:.4g} (PM loss, same test set)",
-                   "reproduced" if gap < 0.1 else "partial" if gap < 0.5 * start_gap else "not reproduced",
-                   f"excess over the PM loss {100 * gap:.1f}% (at init {100 * start_gap:.0f}%)"),
+        comparison(
+            "off-block energy / in-block energy (init + noise)",
+            mean["off_block_energy_ratio"],
+            "small (only the predicted blocks significant)",
+            "reproduced" if mean["off_block_energy_ratio"] < 0.05 else "not reproduced",
+            (
+                f"probe from init + N(0,{cfg.probe_noise:g}^2) noise, {cfg.probe_steps} steps: ratio "
+                f"{mean['probe_initial_off_block_energy_ratio']:.3g} at init; test loss min "
+                f"{mean['probe_min_test_loss']:.3g}, final {mean['probe_final_test_loss']:.3g}. From the exact "
+                f"structured init the ratio stays {mean['off_block_energy_ratio_exact_init']:.2g} (invariant set). "
+                + finding
+            ).strip(),
+        ),
+        comparison(
+            "active blocks proportional to I (non-identity energy fraction)",
+            mean["block_non_identity_fraction"],
+            "~0",
+            "reproduced" if mean["block_non_identity_fraction"] < 0.05 else "partial",
+            "exact-init run; fraction of the active blocks' energy not on c*I",
+        ),
+        comparison(
+            "growth slope of sqrt(w v) (log-log, late training)",
+            mean["growth_slope"],
+            0.25,
+            verdict_within(mean["growth_slope"], 0.25, 0.05, 0.15),
+            f"steps >= {cfg.steps // 4}; w slope {mean['growth_slope_w']:.3f}, v slope "
+            f"{mean['growth_slope_v']:.3f}; rho = w v = {mean['rho']:.3g} at the end",
+        ),
+        comparison(
+            "mean |cos| to (XX^T)^L a",
+            mean["cos_to_power_method"],
+            "-> 1",
+            "reproduced"
+            if mean["cos_to_power_method"] > 0.95
+            else "partial"
+            if mean["cos_to_power_method"] > 0.7
+            else "not reproduced",
+            "rises with rho; isotropic data make the 10-step power method sensitive to the shift 1/rho",
+        ),
+        comparison(
+            "test loss vs exact L-step power method loss",
+            mean["test_loss"],
+            f"-> {mean['power_method_loss']:.4g} (PM loss, same test set)",
+            "reproduced" if gap < 0.1 else "partial" if gap < 0.5 * start_gap else "not reproduced",
+            f"excess over the PM loss {100 * gap:.1f}% (at init {100 * start_gap:.0f}%)",
+        ),
     ]
     return {"metrics": metrics, "comparisons": comparisons, "figures": figures, "tables": tables}

@@ -36,8 +36,10 @@ def table(records: List[dict]) -> str:
     lines = ["| experiment | quantity | paper | pynorm | verdict | mode, seeds |", "|---|---|---|---|---|---|"]
     for r in records:
         for c in r.get("comparisons", []):
-            lines.append(f"| {r['name']} | {fmt(c['name'])} | {fmt(c['paper'])} | {fmt(c['ours'])} | "
-                         f"{fmt(c['verdict'])} | {r.get('mode')}, {r.get('seeds')} |")
+            lines.append(
+                f"| {r['name']} | {fmt(c['name'])} | {fmt(c['paper'])} | {fmt(c['ours'])} | "
+                f"{fmt(c['verdict'])} | {r.get('mode')}, {r.get('seeds')} |"
+            )
     return "\n".join(lines)
 
 

@@ -26,7 +26,8 @@ Choices the paper leaves open (made here, and why):
   newline space, 31 symbols; ~230k characters). It depends a little on the Python version
   (docstrings change), not on any download. Context 128 and batch 32 (quick: 64 and 16),
   Adam lr 3e-3 with 10% warm-up and cosine decay to 0.1x, float32; 90/10 train/held-out
-  split. :class:`pynorm.nn.TinyGPT`: tied N(0,1) token embedding, learned positions, GELU FFN of width 32, final norm; every norm in the model
+  split. :class:`pynorm.nn.TinyGPT`: tied N(0,1) token embedding, learned positions, GELU FFN
+  of width 32, final norm; every norm in the model
   is the variant's: "scaling" = LayerNorm (projection + scaling, with affine),
   "no_scaling" = projection only (x - mean, with affine) -- P2's "without scaling".
 * "Keys" of layer l are the d = 8 vectors that enter the attention (the norm1 outputs):
@@ -61,10 +62,14 @@ from ._selectable import layer_norm_rows, unselectable_mask
 NAME = "unselectable"
 PAPER = "Brody, Alon & Yahav, On the Expressivity Role of LayerNorm in Transformers' Attention, Findings ACL 2023"
 
-PAPER_PER_LAYER = {"no_scaling": [51.0, 32.2, 34.7, 36.8], "scaling": [0.0, 0.0, 0.0, 0.0],
-                   "scaling_ln_inputs": [44.8, 28.5, 22.3, 26.1]}
+PAPER_PER_LAYER = {
+    "no_scaling": [51.0, 32.2, 34.7, 36.8],
+    "scaling": [0.0, 0.0, 0.0, 0.0],
+    "scaling_ln_inputs": [44.8, 28.5, 22.3, 26.1],
+}
 PAPER_CHECKS = {(5, 60): 1.0, (8, 60): 0.85, (10, 60): 0.3, (12, 60): 0.0}
 LM_VARIANTS = {"scaling": "layernorm", "no_scaling": "projection"}
+
 
 @dataclass
 class Config:
@@ -90,14 +95,33 @@ class Config:
 
     @classmethod
     def quick(cls) -> "Config":
-        return cls(dims=(3, 5, 7, 8, 10, 12, 15), ns=(5, 10, 20, 30, 45, 60), runs=20, verify_runs=1,
-                   verify_ns=(20,), seeds=(0,), lm_steps=400, lm_batch=16, lm_context=64, lm_eval_windows=4)
+        return cls(
+            dims=(3, 5, 7, 8, 10, 12, 15),
+            ns=(5, 10, 20, 30, 45, 60),
+            runs=20,
+            verify_runs=1,
+            verify_ns=(20,),
+            seeds=(0,),
+            lm_steps=400,
+            lm_batch=16,
+            lm_context=64,
+            lm_eval_windows=4,
+        )
 
     @classmethod
     def tiny(cls) -> "Config":
         """For the tests: seconds."""
-        return cls(dims=(3, 12), ns=(30,), runs=6, verify_runs=1, seeds=(0,), lm_steps=15, lm_batch=4,
-                   lm_context=16, lm_eval_windows=2)
+        return cls(
+            dims=(3, 12),
+            ns=(30,),
+            runs=6,
+            verify_runs=1,
+            seeds=(0,),
+            lm_steps=15,
+            lm_batch=4,
+            lm_context=16,
+            lm_eval_windows=2,
+        )
 
 
 # -- random keys ---------------------------------------------------------------------------
@@ -115,8 +139,12 @@ def random_key_cell(cfg: Config, d: int, n: int) -> Dict[str, Any]:
         mask, used, dis = unselectable_mask(layer_norm_rows(keys), first_only=not verify, verify=verify)
         hits_after += bool(mask.any())
         lps, disagreements = lps + used, disagreements + dis
-    return {"before": hits_before / cfg.runs, "after": hits_after / cfg.runs, "lps": lps,
-            "disagreements": disagreements}
+    return {
+        "before": hits_before / cfg.runs,
+        "after": hits_after / cfg.runs,
+        "lps": lps,
+        "disagreements": disagreements,
+    }
 
 
 # -- language models -----------------------------------------------------------------------
@@ -146,7 +174,7 @@ def lm_trainer(ids: np.ndarray, vocab: int, norm: str, seed: int, cfg: Config):
     from pynorm.nn import CrossEntropyLoss, TinyGPT
     from pynorm.nn.optim import Adam, make_schedule
 
-    train = ids[:int(0.9 * len(ids))]
+    train = ids[: int(0.9 * len(ids))]
     rng = np.random.default_rng([seed, 1])
     model = TinyGPT(vocab, 8, 4, 4, cfg.lm_context, norm=norm, dtype=cfg.dtype, rng=np.random.default_rng([seed, 0]))
     schedule = make_schedule("cosine", cfg.lm_steps, max(1, cfg.lm_steps // 10), 0.1)
@@ -175,7 +203,7 @@ def train_lm(ids: np.ndarray, vocab: int, norm: str, seed: int, cfg: Config, bar
     for _ in range(cfg.lm_steps):
         losses.append(step())
         bar.update(1)
-    windows = _held_out_windows(ids[int(0.9 * len(ids)):], cfg.lm_context + 1, 64)
+    windows = _held_out_windows(ids[int(0.9 * len(ids)) :], cfg.lm_context + 1, 64)
     model.train(False)
     loss_fn = CrossEntropyLoss()
     held = loss_fn(model(windows[:, :-1]), windows[:, 1:])
@@ -218,7 +246,8 @@ KEYS, LM = "keys", "lm"  # the two kinds of unit
 def units(cfg: Config):
     """One unit per grid cell ("keys", d, n) and, with ``cfg.lm``, per ("lm", variant, seed)."""
     return [(KEYS, d, n) for d in cfg.dims for n in cfg.ns] + (
-        [(LM, variant, seed) for variant in LM_VARIANTS for seed in cfg.seeds] if cfg.lm else [])
+        [(LM, variant, seed) for variant in LM_VARIANTS for seed in cfg.seeds] if cfg.lm else []
+    )
 
 
 def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[str, Any]:
@@ -228,7 +257,7 @@ def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[s
     if kind == KEYS:
         return random_key_cell(cfg, a, b)
     ids, chars = corpus_ids()
-    windows = _held_out_windows(ids[int(0.9 * len(ids)):], cfg.lm_context, cfg.lm_eval_windows)
+    windows = _held_out_windows(ids[int(0.9 * len(ids)) :], cfg.lm_context, cfg.lm_eval_windows)
     with progress_bar(progress, cfg.lm_steps + 8, f"{NAME}: tiny GPT {a} seed {b}") as bar:
         model, losses, held = train_lm(ids, len(chars), LM_VARIANTS[a], b, cfg, bar)
         found = lm_unselectable(model, windows, bar)
@@ -265,18 +294,25 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
         "fraction_before": {d: {n: cells[d, n]["before"] for n in cfg.ns} for d in cfg.dims},
         "fraction_after": {d: {n: cells[d, n]["after"] for n in cfg.ns} for d in cfg.dims},
         "lps_solved": sum(c["lps"] for c in cells.values()),
-        "certificate_lp_disagreements": sum(c["disagreements"] for c in cells.values())}
+        "certificate_lp_disagreements": sum(c["disagreements"] for c in cells.values()),
+    }
     figures = [_plot_heatmaps(cfg, metrics, out_dir)]
     if cfg.lm:
         lms = {variant: [results[(LM, variant, seed)] for seed in cfg.seeds] for variant in LM_VARIANTS}
-        per_layer = {"no_scaling": [r["keys"] for r in lms["no_scaling"]],
-                     "scaling": [r["keys"] for r in lms["scaling"]],
-                     "scaling_ln_inputs": [r["ln_inputs"] for r in lms["scaling"]]}
+        per_layer = {
+            "no_scaling": [r["keys"] for r in lms["no_scaling"]],
+            "scaling": [r["keys"] for r in lms["scaling"]],
+            "scaling_ln_inputs": [r["ln_inputs"] for r in lms["scaling"]],
+        }
         metrics["unselectable_per_layer"] = {k: [float(np.mean(col)) for col in zip(*v)] for k, v in per_layer.items()}
         metrics["unselectable_per_layer_runs"] = per_layer
-        metrics["lm_loss"] = {variant: {"train": float(np.mean([_tail_mean(r["losses"]) for r in runs])),
-                                        "held_out": float(np.mean([r["held_out"] for r in runs]))}
-                              for variant, runs in lms.items()}
+        metrics["lm_loss"] = {
+            variant: {
+                "train": float(np.mean([_tail_mean(r["losses"]) for r in runs])),
+                "held_out": float(np.mean([r["held_out"] for r in runs])),
+            }
+            for variant, runs in lms.items()
+        }
         first = lms["scaling"][0]
         metrics["lm_corpus_chars"] = first["corpus_chars"]
         metrics["lm_vocab"] = first["vocab"]
@@ -287,43 +323,65 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
 
 def _tail_mean(losses: List[float]) -> float:
     """The mean of the last tenth of a loss curve."""
-    return float(np.mean(losses[-max(1, len(losses) // 10):]))
+    return float(np.mean(losses[-max(1, len(losses) // 10) :]))
 
 
 def _comparisons(cfg: Config, metrics: Dict[str, Any]) -> List[Dict[str, Any]]:
     before, after = metrics["fraction_before"], metrics["fraction_after"]
     max_after = max(v for row in after.values() for v in row.values())
-    out = [{"name": "random keys after LN: runs with an unselectable key", "ours": f"max over grid {max_after:.2f}",
-            "paper": "0 everywhere", "verdict": "reproduced" if max_after == 0 else "not reproduced",
+    out = [
+        {
+            "name": "random keys after LN: runs with an unselectable key",
+            "ours": f"max over grid {max_after:.2f}",
+            "paper": "0 everywhere",
+            "verdict": "reproduced" if max_after == 0 else "not reproduced",
             "note": f"{metrics['lps_solved']} LPs solved; witness/LP disagreements: "
-                    f"{metrics['certificate_lp_disagreements']}"}]
+            f"{metrics['certificate_lp_disagreements']}",
+        }
+    ]
     checks = [(d, n, p) for (d, n), p in PAPER_CHECKS.items() if d in before and n in before[d]]
     if checks:
         ours = ", ".join(f"d={d},n={n}: {before[d][n]:.2f}" for d, n, _ in checks)
         paper = ", ".join(f"d={d},n={n}: {p:.2f}" for d, n, p in checks)
         # binomial noise of a fraction over cfg.runs runs, plus a margin for the paper's own noise
         worst = max(abs(before[d][n] - p) - 2.5 * math.sqrt(max(p * (1 - p), 0.02) / cfg.runs) for d, n, p in checks)
-        out.append({"name": "random keys before LN: runs with an unselectable key", "ours": ours, "paper": paper,
-                    "verdict": "reproduced" if worst <= 0.05 else ("partial" if worst <= 0.2 else "not reproduced"),
-                    "note": f"{cfg.runs} runs per cell (binomial noise allowed)"})
+        out.append(
+            {
+                "name": "random keys before LN: runs with an unselectable key",
+                "ours": ours,
+                "paper": paper,
+                "verdict": "reproduced" if worst <= 0.05 else ("partial" if worst <= 0.2 else "not reproduced"),
+                "note": f"{cfg.runs} runs per cell (binomial noise allowed)",
+            }
+        )
     if "unselectable_per_layer" in metrics:
         layers = metrics["unselectable_per_layer"]
         fmt = lambda v: " / ".join(f"{x:.1f}" for x in v)  # noqa: E731
         ns, s = layers["no_scaling"], layers["scaling"]
-        out.append({"name": "tiny GPTs: unselectable keys per layer (%), without vs with scaling",
-                    "ours": f"without {fmt(ns)}; with {fmt(s)}; LN inputs (with) {fmt(layers['scaling_ln_inputs'])}",
-                    "paper": "without 51.0 / 32.2 / 34.7 / 36.8; with 0; LN inputs 44.8 / 28.5 / 22.3 / 26.1",
-                    "verdict": "reproduced" if max(s) == 0 and min(ns) > 5 else
-                    ("partial" if max(s) == 0 else "not reproduced"),
-                    "note": f"char-level LM on stdlib docstrings, d=8, {cfg.lm_steps} steps, "
-                            f"{len(cfg.seeds)} seed(s), {cfg.lm_eval_windows} windows of {cfg.lm_context} keys; "
-                            "the paper's percentages come from GPT-2 on Wikipedia, only the pattern is comparable"})
+        out.append(
+            {
+                "name": "tiny GPTs: unselectable keys per layer (%), without vs with scaling",
+                "ours": f"without {fmt(ns)}; with {fmt(s)}; LN inputs (with) {fmt(layers['scaling_ln_inputs'])}",
+                "paper": "without 51.0 / 32.2 / 34.7 / 36.8; with 0; LN inputs 44.8 / 28.5 / 22.3 / 26.1",
+                "verdict": "reproduced"
+                if max(s) == 0 and min(ns) > 5
+                else ("partial" if max(s) == 0 else "not reproduced"),
+                "note": f"char-level LM on stdlib docstrings, d=8, {cfg.lm_steps} steps, "
+                f"{len(cfg.seeds)} seed(s), {cfg.lm_eval_windows} windows of {cfg.lm_context} keys; "
+                "the paper's percentages come from GPT-2 on Wikipedia, only the pattern is comparable",
+            }
+        )
         loss = metrics["lm_loss"]
-        out.append({"name": "tiny GPTs: training loss with vs without scaling",
-                    "ours": f"with {loss['scaling']['train']:.3f} vs without {loss['no_scaling']['train']:.3f} "
-                            f"(held-out {loss['scaling']['held_out']:.3f} vs {loss['no_scaling']['held_out']:.3f})",
-                    "paper": "~7.28 vs ~7.33 (Wikipedia, 50k steps)", "verdict": "n/a",
-                    "note": "different corpus and tokenizer: losses are not comparable in value"})
+        out.append(
+            {
+                "name": "tiny GPTs: training loss with vs without scaling",
+                "ours": f"with {loss['scaling']['train']:.3f} vs without {loss['no_scaling']['train']:.3f} "
+                f"(held-out {loss['scaling']['held_out']:.3f} vs {loss['no_scaling']['held_out']:.3f})",
+                "paper": "~7.28 vs ~7.33 (Wikipedia, 50k steps)",
+                "verdict": "n/a",
+                "note": "different corpus and tokenizer: losses are not comparable in value",
+            }
+        )
     return out
 
 
@@ -332,8 +390,16 @@ def _plot_heatmaps(cfg: Config, metrics: Dict[str, Any], out_dir: pathlib.Path) 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, key, title in ((axes[0], "fraction_before", "before LN"), (axes[1], "fraction_after", "after LN")):
         grid = np.array([[metrics[key][d][n] for n in cfg.ns] for d in cfg.dims])
-        im = ax.imshow(grid, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
-                       extent=(cfg.ns[0] - 0.5, cfg.ns[-1] + 0.5, -0.5, len(cfg.dims) - 0.5), interpolation="nearest")
+        im = ax.imshow(
+            grid,
+            origin="lower",
+            aspect="auto",
+            vmin=0,
+            vmax=1,
+            cmap="viridis",
+            extent=(cfg.ns[0] - 0.5, cfg.ns[-1] + 0.5, -0.5, len(cfg.dims) - 0.5),
+            interpolation="nearest",
+        )
         ax.set_yticks(range(len(cfg.dims)), [str(d) for d in cfg.dims])
         ax.set_xlabel("number of keys n")
         ax.set_title(f"runs with >= 1 unselectable key, {title}")
@@ -350,10 +416,17 @@ def _plot_layers(metrics: Dict[str, Any], out_dir: pathlib.Path) -> str:
     layers = metrics["unselectable_per_layer"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     x = np.arange(len(layers["no_scaling"]))
-    for ax, data, title in ((axes[0], layers, "this project (tiny char GPT)"),
-                            (axes[1], PAPER_PER_LAYER, "paper (GPT-2 d=8, Wikipedia)")):
-        for i, (key, label) in enumerate((("no_scaling", "keys, without scaling"), ("scaling", "keys, with scaling"),
-                                          ("scaling_ln_inputs", "LN inputs, with scaling"))):
+    for ax, data, title in (
+        (axes[0], layers, "this project (tiny char GPT)"),
+        (axes[1], PAPER_PER_LAYER, "paper (GPT-2 d=8, Wikipedia)"),
+    ):
+        for i, (key, label) in enumerate(
+            (
+                ("no_scaling", "keys, without scaling"),
+                ("scaling", "keys, with scaling"),
+                ("scaling_ln_inputs", "LN inputs, with scaling"),
+            )
+        ):
             ax.bar(x + (i - 1) * 0.27, data[key], 0.27, label=label, color=f"C{i}")
         ax.set_xticks(x, [f"L{i + 1}" for i in x])
         ax.set_title(title)

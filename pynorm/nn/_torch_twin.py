@@ -185,11 +185,14 @@ class LoopedTransformer(TwinModule):
 
     def forward(self, X, a):
         batch, _, n = X.shape
-        tokens = torch.cat([
-            torch.cat([X.transpose(1, 2), torch.zeros_like(X.transpose(1, 2))], dim=2),
-            torch.cat([torch.zeros_like(a), a], dim=1)[:, None, :],
-        ], dim=1)
-        return self.block(tokens)[:, -1, self.d:]
+        tokens = torch.cat(
+            [
+                torch.cat([X.transpose(1, 2), torch.zeros_like(X.transpose(1, 2))], dim=2),
+                torch.cat([torch.zeros_like(a), a], dim=1)[:, None, :],
+            ],
+            dim=1,
+        )
+        return self.block(tokens)[:, -1, self.d :]
 
 
 class TinyGPT(TwinModule):
@@ -224,12 +227,24 @@ class MajorityTransformer(TwinModule):
 
 
 _TWINS: Dict[type, Callable[[Module], nn.Module]] = {
-    layers.Linear: Linear, layers.Embedding: Embedding, layers.Activation: Activation,
-    layers.FeedForward: FeedForward, norms.LayerNorm: LayerNorm, norms.RMSNorm: RMSNorm, norms.L2Norm: L2Norm,
-    norms.DyT: DyT, norms.Identity: Identity, norms.Squash: Squash, attention.LinearAttention: LinearAttention,
-    attention.SoftmaxAttention: SoftmaxAttention, blocks.PreNormBlock: PreNormBlock, blocks.LoopedBlock: LoopedBlock,
-    models.LoopedTransformer: LoopedTransformer, models.MajorityTransformer: MajorityTransformer,
-    tiny.TinyGPT: TinyGPT, tiny.TinyViT: TinyViT,
+    layers.Linear: Linear,
+    layers.Embedding: Embedding,
+    layers.Activation: Activation,
+    layers.FeedForward: FeedForward,
+    norms.LayerNorm: LayerNorm,
+    norms.RMSNorm: RMSNorm,
+    norms.L2Norm: L2Norm,
+    norms.DyT: DyT,
+    norms.Identity: Identity,
+    norms.Squash: Squash,
+    attention.LinearAttention: LinearAttention,
+    attention.SoftmaxAttention: SoftmaxAttention,
+    blocks.PreNormBlock: PreNormBlock,
+    blocks.LoopedBlock: LoopedBlock,
+    models.LoopedTransformer: LoopedTransformer,
+    models.MajorityTransformer: MajorityTransformer,
+    tiny.TinyGPT: TinyGPT,
+    tiny.TinyViT: TinyViT,
 }
 
 
@@ -248,6 +263,7 @@ def loss_fn(loss: losses.Loss) -> Callable:
     if isinstance(loss, losses.CrossEntropyLoss):
         return lambda logits, labels: F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     if isinstance(loss, losses.SubspaceDistanceLoss):
+
         def subspace_distance(y, basis):
             if loss.normalize:
                 y = y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
@@ -285,4 +301,3 @@ def tensor(value: np.ndarray) -> torch.Tensor:
 def clip(model: nn.Module, max_norm: float) -> None:
     """torch's clipping of the twin's gradients by global norm."""
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-

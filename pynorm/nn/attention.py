@@ -34,14 +34,27 @@ class LinearAttention(Module):
 
     PARAMETRIZATIONS = ("merged", "qkv")
 
-    def __init__(self, dim: int, *, parametrization: str = "merged", causal: bool = False,
-                 normalize: bool = False, eps: float = 1e-6, scale: float = 1.0, key_dim: Optional[int] = None,
-                 value_dim: Optional[int] = None, bias: bool = False, init_std: float = 0.02,
-                 dtype: Any = np.float64, rng: Optional[np.random.Generator] = None):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        parametrization: str = "merged",
+        causal: bool = False,
+        normalize: bool = False,
+        eps: float = 1e-6,
+        scale: float = 1.0,
+        key_dim: Optional[int] = None,
+        value_dim: Optional[int] = None,
+        bias: bool = False,
+        init_std: float = 0.02,
+        dtype: Any = np.float64,
+        rng: Optional[np.random.Generator] = None,
+    ):
         super().__init__(dtype)
         if parametrization not in self.PARAMETRIZATIONS:
-            raise ValueError(f"LinearAttention: unknown parametrization {parametrization!r}; "
-                             f"choose one of {self.PARAMETRIZATIONS}")
+            raise ValueError(
+                f"LinearAttention: unknown parametrization {parametrization!r}; choose one of {self.PARAMETRIZATIONS}"
+            )
         self.dim = _positive_int(dim, "dim", "LinearAttention")
         self.parametrization = parametrization
         self.kernel_args = dict(causal=bool(causal), normalize=bool(normalize), eps=float(eps), scale=float(scale))
@@ -81,11 +94,12 @@ class LinearAttention(Module):
             raise ValueError(f"LinearAttention: x must have shape (..., N, {self.dim}), got {x.shape}")
         if self.fused:
             self.save(x)
-            return _pynorm.merged_linear_attention(x, self.params["W"], self.params["V"],
-                                                   scale=self.kernel_args["scale"], residual=residual)
+            return _pynorm.merged_linear_attention(
+                x, self.params["W"], self.params["V"], scale=self.kernel_args["scale"], residual=residual
+            )
         if self.parametrization == "merged":  # q and v from ONE product: x [W^T V^T]
             qv = _pynorm.matmul(x, np.concatenate([self.params["W"].T, self.params["V"].T], axis=1))
-            q, k, v = qv[..., : self.dim], x, qv[..., self.dim:]
+            q, k, v = qv[..., : self.dim], x, qv[..., self.dim :]
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         self.save(x, q, k, v)
@@ -96,7 +110,8 @@ class LinearAttention(Module):
         if self.fused:
             (x,) = self.saved()
             dx, dW, dV = _pynorm.merged_linear_attention_backward(
-                dy, x, self.params["W"], self.params["V"], scale=self.kernel_args["scale"], residual=residual)
+                dy, x, self.params["W"], self.params["V"], scale=self.kernel_args["scale"], residual=residual
+            )
             self.accumulate("W", dW)
             self.accumulate("V", dV)
             return dx
@@ -121,8 +136,17 @@ class SoftmaxAttention(Module):
     input and output projections.
     """
 
-    def __init__(self, dim: int, n_heads: int = 1, *, causal: bool = False, qkv_bias: bool = True,
-                 out_bias: bool = True, dtype: Any = np.float64, rng: Optional[np.random.Generator] = None):
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int = 1,
+        *,
+        causal: bool = False,
+        qkv_bias: bool = True,
+        out_bias: bool = True,
+        dtype: Any = np.float64,
+        rng: Optional[np.random.Generator] = None,
+    ):
         super().__init__(dtype)
         self.dim = _positive_int(dim, "dim", "SoftmaxAttention")
         self.n_heads = _positive_int(n_heads, "n_heads", "SoftmaxAttention")
@@ -154,5 +178,8 @@ class SoftmaxAttention(Module):
         q, k, v = self.saved()
         dout = self._split(self.out_proj.backward(dy))
         dq, dk, dv = _pynorm.softmax_attention_backward(dout, q, k, v, causal=self.causal)
-        return (self.q_proj.backward(self._merge(dq)) + self.k_proj.backward(self._merge(dk))
-                + self.v_proj.backward(self._merge(dv)))
+        return (
+            self.q_proj.backward(self._merge(dq))
+            + self.k_proj.backward(self._merge(dk))
+            + self.v_proj.backward(self._merge(dv))
+        )

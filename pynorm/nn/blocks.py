@@ -18,8 +18,13 @@ class PreNormBlock(Module):
     normalisation layer (see :func:`pynorm.nn.make_norm`); a missing norm is the identity.
     """
 
-    def __init__(self, mixer: Module, ffn: Optional[Module] = None, norm1: Optional[Module] = None,
-                 norm2: Optional[Module] = None):
+    def __init__(
+        self,
+        mixer: Module,
+        ffn: Optional[Module] = None,
+        norm1: Optional[Module] = None,
+        norm2: Optional[Module] = None,
+    ):
         super().__init__(mixer.dtype)
         self.add_child("norm1", norm1 if norm1 is not None else Identity(dtype=mixer.dtype))
         self.add_child("mixer", mixer)

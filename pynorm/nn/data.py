@@ -17,8 +17,16 @@ import numpy as np
 from .module import as_dtype
 
 
-def power_method_data(n_samples: int, d: int = 16, n: int = 32, *, rank: int = 1, spike: float = 0.0,
-                      seed: int = 0, dtype: Any = np.float64) -> Dict[str, np.ndarray]:
+def power_method_data(
+    n_samples: int,
+    d: int = 16,
+    n: int = 32,
+    *,
+    rank: int = 1,
+    spike: float = 0.0,
+    seed: int = 0,
+    dtype: Any = np.float64,
+) -> Dict[str, np.ndarray]:
     """P1's data: ``X`` (samples, d, n) with unit-norm columns, query ``a`` (samples, d) of unit
     norm independent of X, and ``basis`` (samples, d, rank): the top ``rank`` eigenvectors of
     X X^T (orthonormal columns).
@@ -59,12 +67,22 @@ def majority_partitions(length: int = 50, max_parts: int = 20, min_gap: int = 6)
             for rest in partitions(total - p, parts - 1, p):
                 yield (p,) + rest
 
-    return tuple((first,) + rest for first in range(length, 0, -1)
-                 for rest in partitions(length - first, max_parts - 1, first - min_gap))
+    return tuple(
+        (first,) + rest
+        for first in range(length, 0, -1)
+        for rest in partitions(length - first, max_parts - 1, first - min_gap)
+    )
 
 
-def majority_data(n_sequences: Optional[int] = 100_000, *, vocab: int = 20, length: int = 50, min_gap: int = 6,
-                  per_partition: int = 10, seed: int = 0) -> Dict[str, np.ndarray]:
+def majority_data(
+    n_sequences: Optional[int] = 100_000,
+    *,
+    vocab: int = 20,
+    length: int = 50,
+    min_gap: int = 6,
+    per_partition: int = 10,
+    seed: int = 0,
+) -> Dict[str, np.ndarray]:
     """P2's majority task: ``tokens`` (sequences, length) int64 and ``labels`` (same shape,
     the most frequent token at every position).
 
@@ -81,8 +99,10 @@ def majority_data(n_sequences: Optional[int] = 100_000, *, vocab: int = 20, leng
     else:
         count = n_sequences // per_partition
         if not 1 <= count <= len(parts_list):
-            raise ValueError(f"majority_data: n_sequences must be in [{per_partition}, "
-                             f"{len(parts_list) * per_partition}], got {n_sequences}")
+            raise ValueError(
+                f"majority_data: n_sequences must be in [{per_partition}, "
+                f"{len(parts_list) * per_partition}], got {n_sequences}"
+            )
         chosen = np.sort(rng.choice(len(parts_list), count, replace=False))
     tokens = np.empty((len(chosen) * per_partition, length), dtype=np.int64)
     labels = np.empty(len(tokens), dtype=np.int64)

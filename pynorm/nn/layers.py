@@ -32,8 +32,15 @@ class Linear(Module):
     Initialised like torch.nn.Linear: uniform(-1/sqrt(in), 1/sqrt(in)).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, dtype: Any = np.float64,
-                 rng: Optional[np.random.Generator] = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float64,
+        rng: Optional[np.random.Generator] = None,
+    ):
         super().__init__(dtype)
         self.in_features = _positive_int(in_features, "in_features", "Linear")
         self.out_features = _positive_int(out_features, "out_features", "Linear")
@@ -67,8 +74,15 @@ class Embedding(Module):
     :meth:`project_backward` adds that use's gradient to the same ``grads["weight"]``.
     """
 
-    def __init__(self, vocab: int, dim: int, *, tied: bool = False, dtype: Any = np.float64,
-                 rng: Optional[np.random.Generator] = None):
+    def __init__(
+        self,
+        vocab: int,
+        dim: int,
+        *,
+        tied: bool = False,
+        dtype: Any = np.float64,
+        rng: Optional[np.random.Generator] = None,
+    ):
         super().__init__(dtype)
         self.vocab = _positive_int(vocab, "vocab", "Embedding")
         self.dim = _positive_int(dim, "dim", "Embedding")
@@ -148,8 +162,16 @@ class Activation(Module):
 class FeedForward(Module):
     """``Linear(dim, hidden) -> activation -> Linear(hidden, dim)``."""
 
-    def __init__(self, dim: int, hidden: int, activation: str = "relu", bias: bool = True, *,
-                 dtype: Any = np.float64, rng: Optional[np.random.Generator] = None):
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        activation: str = "relu",
+        bias: bool = True,
+        *,
+        dtype: Any = np.float64,
+        rng: Optional[np.random.Generator] = None,
+    ):
         super().__init__(dtype)
         rng = _rng(rng)
         self.add_child("fc1", Linear(dim, hidden, bias, dtype=dtype, rng=rng))

@@ -53,8 +53,9 @@ class CrossEntropyLoss(Loss):
     def forward(self, logits, labels):
         labels = np.asarray(labels)
         if logits.shape[:-1] != labels.shape:
-            raise ValueError(f"CrossEntropyLoss: logits {logits.shape} need labels of shape {logits.shape[:-1]}, "
-                             f"got {labels.shape}")
+            raise ValueError(
+                f"CrossEntropyLoss: logits {logits.shape} need labels of shape {logits.shape[:-1]}, got {labels.shape}"
+            )
         if labels.dtype.kind not in "iu":
             raise TypeError(f"CrossEntropyLoss: labels must be integers, got {labels.dtype}")
         losses = ops.cross_entropy(logits, labels)
@@ -85,8 +86,10 @@ class SubspaceDistanceLoss(Loss):
         if basis.ndim == pred.ndim:
             basis = basis[..., None]
         if pred.ndim != 2 or basis.shape[:2] != pred.shape:
-            raise ValueError(f"SubspaceDistanceLoss: pred (batch, d) {pred.shape} needs a basis of shape "
-                             f"(batch, d, r), got {basis.shape}")
+            raise ValueError(
+                f"SubspaceDistanceLoss: pred (batch, d) {pred.shape} needs a basis of shape "
+                f"(batch, d, r), got {basis.shape}"
+            )
         norm = np.sqrt((pred * pred).sum(-1, keepdims=True)) if self.normalize else None
         unit = pred / norm if self.normalize else pred
         residual = unit - (basis @ (np.swapaxes(basis, -1, -2) @ unit[..., None]))[..., 0]

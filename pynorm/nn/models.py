@@ -40,41 +40,54 @@ class LoopedTransformer(Module):
     every entry (w = v = 0 is stationary).
     """
 
-    def __init__(self, d: int = 16, loops: int = 10, *, layer_norm: bool = True, init_w: float = 0.1,
-                 init_v: float = 0.1, init_noise: float = 0.01, dtype: Any = np.float64,
-                 rng: np.random.Generator = None):
+    def __init__(
+        self,
+        d: int = 16,
+        loops: int = 10,
+        *,
+        layer_norm: bool = True,
+        init_w: float = 0.1,
+        init_v: float = 0.1,
+        init_noise: float = 0.01,
+        dtype: Any = np.float64,
+        rng: np.random.Generator = None,
+    ):
         super().__init__(dtype)
         self.d = int(d)
         rng = rng if rng is not None else np.random.default_rng(0)
         attention = LinearAttention(2 * self.d, parametrization="merged", dtype=dtype, init_std=init_noise, rng=rng)
         identity = np.eye(self.d)
-        attention.params["W"][: self.d, self.d:] += init_w * identity
-        attention.params["V"][self.d:, : self.d] += init_v * identity
+        attention.params["W"][: self.d, self.d :] += init_w * identity
+        attention.params["V"][self.d :, : self.d] += init_v * identity
         self.add_child("block", LoopedBlock(attention, L2Norm(dtype=dtype) if layer_norm else None, loops))
 
     def forward(self, X: np.ndarray, a: np.ndarray) -> np.ndarray:
         if X.ndim != 3 or X.shape[1] != self.d or a.shape != (X.shape[0], self.d):
-            raise ValueError(f"LoopedTransformer: need X (batch, {self.d}, n) and a (batch, {self.d}), "
-                             f"got X {X.shape}, a {a.shape}")
+            raise ValueError(
+                f"LoopedTransformer: need X (batch, {self.d}, n) and a (batch, {self.d}), got X {X.shape}, a {a.shape}"
+            )
         batch, _, n = X.shape
         tokens = np.zeros((batch, n + 1, 2 * self.d), dtype=self.dtype)
         tokens[:, :n, : self.d] = np.swapaxes(X, 1, 2)
-        tokens[:, n, self.d:] = a
+        tokens[:, n, self.d :] = a
         out = self.block(tokens)
         self.save(out.shape)
-        return out[:, -1, self.d:].copy()
+        return out[:, -1, self.d :].copy()
 
     def backward(self, dy: np.ndarray) -> None:
         """Gradients of the parameters (the inputs get none; returns None)."""
         (shape,) = self.saved()
         dout = np.zeros(shape, dtype=self.dtype)
-        dout[:, -1, self.d:] = dy
+        dout[:, -1, self.d :] = dy
         self.block.backward(dout)
 
 
 #: P2's choices for the norm before attention, as (make_norm kind, affine).
-ATTENTION_NORMS = {"with_projection": ("layernorm", False), "without_projection": ("scaling", False),
-                   "none": ("identity", False)}
+ATTENTION_NORMS = {
+    "with_projection": ("layernorm", False),
+    "without_projection": ("scaling", False),
+    "none": ("identity", False),
+}
 
 
 class MajorityTransformer(Module):
@@ -90,23 +103,41 @@ class MajorityTransformer(Module):
     default (P2), any kind for P3's comparisons. No final norm.
     """
 
-    def __init__(self, vocab: int = 20, d_model: int = 8, n_heads: int = 1, ffn: int = 8, *,
-                 attn_norm: str = "with_projection", activation: str = "relu", ffn_norm: str = "layernorm",
-                 dtype: Any = np.float64, rng: np.random.Generator = None):
+    def __init__(
+        self,
+        vocab: int = 20,
+        d_model: int = 8,
+        n_heads: int = 1,
+        ffn: int = 8,
+        *,
+        attn_norm: str = "with_projection",
+        activation: str = "relu",
+        ffn_norm: str = "layernorm",
+        dtype: Any = np.float64,
+        rng: np.random.Generator = None,
+    ):
         super().__init__(dtype)
         if attn_norm in ATTENTION_NORMS:
             kind, affine = ATTENTION_NORMS[attn_norm]
         elif attn_norm in NORM_KINDS:
             kind, affine = attn_norm, True
         else:
-            raise ValueError(f"MajorityTransformer: unknown attn_norm {attn_norm!r}; choose one of "
-                             f"{tuple(ATTENTION_NORMS) + NORM_KINDS}")
+            raise ValueError(
+                f"MajorityTransformer: unknown attn_norm {attn_norm!r}; choose one of "
+                f"{tuple(ATTENTION_NORMS) + NORM_KINDS}"
+            )
         rng = rng if rng is not None else np.random.default_rng(0)
         self.add_child("embed", Embedding(vocab, d_model, tied=True, dtype=dtype, rng=rng))
         attention = SoftmaxAttention(d_model, n_heads, qkv_bias=False, out_bias=True, dtype=dtype, rng=rng)
-        self.add_child("block", PreNormBlock(
-            attention, FeedForward(d_model, ffn, activation, dtype=dtype, rng=rng),
-            norm1=make_norm(kind, d_model, affine=affine, dtype=dtype), norm2=make_norm(ffn_norm, d_model, dtype=dtype)))
+        self.add_child(
+            "block",
+            PreNormBlock(
+                attention,
+                FeedForward(d_model, ffn, activation, dtype=dtype, rng=rng),
+                norm1=make_norm(kind, d_model, affine=affine, dtype=dtype),
+                norm2=make_norm(ffn_norm, d_model, dtype=dtype),
+            ),
+        )
 
     def forward(self, tokens: np.ndarray) -> np.ndarray:
         return self.embed.project(self.block(self.embed(tokens)))
@@ -182,26 +213,52 @@ class Experiment:
 
 
 def _build_looped(cfg: LoopedConfig, dtype: np.dtype) -> Experiment:
-    model = LoopedTransformer(cfg.d, cfg.loops, layer_norm=cfg.layer_norm, init_w=cfg.init_w, init_v=cfg.init_v,
-                              init_noise=cfg.init_noise, dtype=dtype, rng=np.random.default_rng([cfg.seed, 0]))
-    data = power_method_data(cfg.n_train + cfg.n_test, cfg.d, cfg.n, rank=cfg.rank, spike=cfg.spike,
-                             seed=cfg.seed, dtype=dtype)
+    model = LoopedTransformer(
+        cfg.d,
+        cfg.loops,
+        layer_norm=cfg.layer_norm,
+        init_w=cfg.init_w,
+        init_v=cfg.init_v,
+        init_noise=cfg.init_noise,
+        dtype=dtype,
+        rng=np.random.default_rng([cfg.seed, 0]),
+    )
+    data = power_method_data(
+        cfg.n_train + cfg.n_test, cfg.d, cfg.n, rank=cfg.rank, spike=cfg.spike, seed=cfg.seed, dtype=dtype
+    )
     train = {k: v[: cfg.n_train] for k, v in data.items()}
-    test = {k: v[cfg.n_train:] for k, v in data.items()}
-    return Experiment("power-method", cfg, dtype, model, SubspaceDistanceLoss(cfg.normalize_readout), train,
-                      test, ("X", "a"), "basis")
+    test = {k: v[cfg.n_train :] for k, v in data.items()}
+    return Experiment(
+        "power-method", cfg, dtype, model, SubspaceDistanceLoss(cfg.normalize_readout), train, test, ("X", "a"), "basis"
+    )
 
 
 def _build_majority(cfg: MajorityConfig, dtype: np.dtype) -> Experiment:
-    model = MajorityTransformer(cfg.vocab, cfg.d_model, cfg.n_heads, cfg.ffn, attn_norm=cfg.attn_norm,
-                                activation=cfg.activation, ffn_norm=cfg.ffn_norm, dtype=dtype, rng=np.random.default_rng([cfg.seed, 0]))
-    data = majority_data(cfg.n_sequences, vocab=cfg.vocab, length=cfg.length, min_gap=cfg.min_gap,
-                         per_partition=cfg.per_partition, seed=cfg.seed)
+    model = MajorityTransformer(
+        cfg.vocab,
+        cfg.d_model,
+        cfg.n_heads,
+        cfg.ffn,
+        attn_norm=cfg.attn_norm,
+        activation=cfg.activation,
+        ffn_norm=cfg.ffn_norm,
+        dtype=dtype,
+        rng=np.random.default_rng([cfg.seed, 0]),
+    )
+    data = majority_data(
+        cfg.n_sequences,
+        vocab=cfg.vocab,
+        length=cfg.length,
+        min_gap=cfg.min_gap,
+        per_partition=cfg.per_partition,
+        seed=cfg.seed,
+    )
     train_idx, test_idx = stratified_split(data["labels"][:, 0], cfg.test_fraction, seed=cfg.seed)
     train = {k: v[train_idx] for k, v in data.items()}
     test = {k: v[test_idx] for k, v in data.items()}
-    return Experiment("majority", cfg, dtype, model, CrossEntropyLoss(), train, test, ("tokens",), "labels",
-                      {"accuracy": accuracy})
+    return Experiment(
+        "majority", cfg, dtype, model, CrossEntropyLoss(), train, test, ("tokens",), "labels", {"accuracy": accuracy}
+    )
 
 
 @dataclass
@@ -229,10 +286,14 @@ def split_overrides(name: str, overrides: Dict[str, Any]) -> Tuple[Dict[str, Any
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(overrides) - model_fields - train_fields)
     if unknown:
-        raise ValueError(f"{name}: unknown setting(s) {unknown}; model/data settings: {sorted(model_fields)}; "
-                         f"training settings: {sorted(train_fields)}")
-    return ({k: v for k, v in overrides.items() if k in model_fields},
-            {k: v for k, v in overrides.items() if k in train_fields})
+        raise ValueError(
+            f"{name}: unknown setting(s) {unknown}; model/data settings: {sorted(model_fields)}; "
+            f"training settings: {sorted(train_fields)}"
+        )
+    return (
+        {k: v for k, v in overrides.items() if k in model_fields},
+        {k: v for k, v in overrides.items() if k in train_fields},
+    )
 
 
 #: Former names, still accepted (checkpoints written under them resume).

@@ -39,7 +39,7 @@ def sum_leading(x: np.ndarray, keep: int = 1) -> np.ndarray:
     """The sum of ``x`` over all but its last ``keep`` axes (a parameter's gradient summed over
     the batch), as one BLAS product with a vector of ones: NumPy's ``sum(axis=0)`` of a
     C-contiguous array adds one short row at a time, many times slower on tall arrays."""
-    tail = x.shape[len(x.shape) - keep:]
+    tail = x.shape[len(x.shape) - keep :]
     rows = x.reshape(-1, math.prod(tail))
     return (np.ones(rows.shape[0], rows.dtype) @ rows).reshape(tail)
 
@@ -135,9 +135,7 @@ class Module:
     def saved(self) -> tuple:
         """The values the latest un-differentiated forward saved (removes them)."""
         if not self._saved:
-            raise RuntimeError(
-                f"{type(self).__name__}.backward called without a matching forward in training mode"
-            )
+            raise RuntimeError(f"{type(self).__name__}.backward called without a matching forward in training mode")
         return self._saved.pop()
 
     def accumulate(self, name: str, grad: np.ndarray) -> None:

@@ -28,8 +28,17 @@ class LayerNorm(Module):
     ``affine=False`` drops weight and bias; ``bias=False`` keeps only the weight.
     """
 
-    def __init__(self, dim: int, *, center: bool = True, scale: bool = True, affine: bool = True,
-                 bias: bool = True, eps: float = 1e-5, dtype: Any = np.float64):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        center: bool = True,
+        scale: bool = True,
+        affine: bool = True,
+        bias: bool = True,
+        eps: float = 1e-5,
+        dtype: Any = np.float64,
+    ):
         super().__init__(dtype)
         self.dim, self.center, self.scale, self.eps = int(dim), bool(center), bool(scale), float(eps)
         if affine:
@@ -39,16 +48,31 @@ class LayerNorm(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x, self.dim)
-        y, mean, rstd = ops.layer_norm(x, self.params.get("weight"), self.params.get("bias"), self.eps,
-                                       center=self.center, scale=self.scale, return_stats=True)
+        y, mean, rstd = ops.layer_norm(
+            x,
+            self.params.get("weight"),
+            self.params.get("bias"),
+            self.eps,
+            center=self.center,
+            scale=self.scale,
+            return_stats=True,
+        )
         self.save(x, mean, rstd)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x, mean, rstd = self.saved()
         dx, dweight, dbias = ops.layer_norm_backward(
-            dy, x, self.params.get("weight"), self.params.get("bias"), self.eps,
-            center=self.center, scale=self.scale, mean=mean, rstd=rstd)
+            dy,
+            x,
+            self.params.get("weight"),
+            self.params.get("bias"),
+            self.eps,
+            center=self.center,
+            scale=self.scale,
+            mean=mean,
+            rstd=rstd,
+        )
         if dweight is not None:
             self.accumulate("weight", dweight)
         if dbias is not None:
@@ -116,8 +140,9 @@ class DyT(Module):
     bias (zeros) are per channel, dropped with ``affine=False`` / ``bias=False``.
     """
 
-    def __init__(self, dim: int, *, alpha0: float = 0.5, affine: bool = True, bias: bool = True,
-                 dtype: Any = np.float64):
+    def __init__(
+        self, dim: int, *, alpha0: float = 0.5, affine: bool = True, bias: bool = True, dtype: Any = np.float64
+    ):
         super().__init__(dtype)
         self.dim = int(dim)
         self.add_param("alpha", np.full(1, float(alpha0)))
@@ -134,7 +159,8 @@ class DyT(Module):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         (x,) = self.saved()
         dx, dalpha, dweight, dbias = ops.dyt_backward(
-            dy, x, self.params["alpha"], self.params.get("weight"), self.params.get("bias"))
+            dy, x, self.params["alpha"], self.params.get("weight"), self.params.get("bias")
+        )
         self.accumulate("alpha", dalpha)
         for name, grad in (("weight", dweight), ("bias", dbias)):
             if grad is not None:
@@ -151,8 +177,9 @@ class Squash(Module):
 
     KINDS = ("tanh", "hardtanh", "sigmoid")
 
-    def __init__(self, dim: int, kind: str = "tanh", *, alpha0: float = 0.5, learn_alpha: bool = True,
-                 dtype: Any = np.float64):
+    def __init__(
+        self, dim: int, kind: str = "tanh", *, alpha0: float = 0.5, learn_alpha: bool = True, dtype: Any = np.float64
+    ):
         super().__init__(dtype)
         if kind not in self.KINDS:
             raise ValueError(f"Squash: unknown kind {kind!r}; choose one of {self.KINDS}")
@@ -205,16 +232,25 @@ class Identity(Module):
 
 
 #: LayerNorm variants by name: (center, scale).
-LAYER_NORM_VARIANTS = {"layernorm": (True, True), "projection": (True, False), "scaling": (False, True),
-                       "none": (False, False)}
+LAYER_NORM_VARIANTS = {
+    "layernorm": (True, True),
+    "projection": (True, False),
+    "scaling": (False, True),
+    "none": (False, False),
+}
 #: P3's ablations (see :class:`Squash`): kind -> (function, learn alpha).
-SQUASH_KINDS = {"tanh": ("tanh", True), "hardtanh": ("hardtanh", True), "sigmoid": ("sigmoid", True),
-                "tanh_no_alpha": ("tanh", False)}
+SQUASH_KINDS = {
+    "tanh": ("tanh", True),
+    "hardtanh": ("hardtanh", True),
+    "sigmoid": ("sigmoid", True),
+    "tanh_no_alpha": ("tanh", False),
+}
 NORM_KINDS = tuple(LAYER_NORM_VARIANTS) + ("rmsnorm", "l2", "dyt", "identity") + tuple(SQUASH_KINDS)
 
 
-def make_norm(kind: str, dim: int, *, affine: bool = True, eps: float = 1e-5, alpha0: float = 0.5,
-              dtype: Any = np.float64) -> Module:
+def make_norm(
+    kind: str, dim: int, *, affine: bool = True, eps: float = 1e-5, alpha0: float = 0.5, dtype: Any = np.float64
+) -> Module:
     """A normalisation layer by name.
 
     kind: ``"layernorm"``, ``"projection"``, ``"scaling"``, ``"none"`` (the LayerNorm

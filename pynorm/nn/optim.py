@@ -16,8 +16,9 @@ Schedule = Callable[[int], float]
 
 
 # -- schedules ---------------------------------------------------------------------------
-def make_schedule(name: str = "constant", total_steps: int = 0, warmup_steps: int = 0,
-                  min_factor: float = 0.0) -> Schedule:
+def make_schedule(
+    name: str = "constant", total_steps: int = 0, warmup_steps: int = 0, min_factor: float = 0.0
+) -> Schedule:
     """A learning-rate multiplier as a function of the step (0, 1, ...).
 
     * ``"constant"``: 1 (after an optional linear warmup);
@@ -28,8 +29,10 @@ def make_schedule(name: str = "constant", total_steps: int = 0, warmup_steps: in
     if name not in SCHEDULES:
         raise ValueError(f"make_schedule: unknown schedule {name!r}; choose one of {SCHEDULES}")
     if warmup_steps < 0 or (name != "constant" and total_steps <= warmup_steps):
-        raise ValueError(f"make_schedule: need 0 <= warmup_steps < total_steps for {name!r}, "
-                         f"got warmup_steps={warmup_steps}, total_steps={total_steps}")
+        raise ValueError(
+            f"make_schedule: need 0 <= warmup_steps < total_steps for {name!r}, "
+            f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
+        )
 
     def schedule(step: int) -> float:
         if step < warmup_steps:
@@ -75,8 +78,15 @@ class Optimizer:
 
     SLOTS: Tuple[str, ...] = ()
 
-    def __init__(self, model: Module, lr: float, *, weight_decay: float = 0.0, schedule: Optional[Schedule] = None,
-                 no_decay: Optional[Callable[[Module, str], bool]] = None):
+    def __init__(
+        self,
+        model: Module,
+        lr: float,
+        *,
+        weight_decay: float = 0.0,
+        schedule: Optional[Schedule] = None,
+        no_decay: Optional[Callable[[Module, str], bool]] = None,
+    ):
         if not lr > 0:
             raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
         if weight_decay < 0:
@@ -87,8 +97,9 @@ class Optimizer:
         self.steps = 0
         no_decay = no_decay or (lambda module, local: False)
         #: dotted name -> the weight decay applied to it
-        self.weight_decay = {name: 0.0 if no_decay(m, local) else float(weight_decay)
-                             for name, m, local in model.named_parameters()}
+        self.weight_decay = {
+            name: 0.0 if no_decay(m, local) else float(weight_decay) for name, m, local in model.named_parameters()
+        }
         self.state: Dict[str, Dict[str, np.ndarray]] = {}
 
     def current_lr(self) -> float:
@@ -153,8 +164,9 @@ class Adam(Optimizer):
     SLOTS = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
-    def __init__(self, model: Module, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 **kwargs):
+    def __init__(
+        self, model: Module, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, **kwargs
+    ):
         super().__init__(model, lr, **kwargs)
         self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
 
@@ -181,8 +193,9 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, model: Module, lr: float = 1e-3, weight_decay: float = 0.01, no_decay=default_no_decay,
-                 **kwargs):
+    def __init__(
+        self, model: Module, lr: float = 1e-3, weight_decay: float = 0.01, no_decay=default_no_decay, **kwargs
+    ):
         super().__init__(model, lr, weight_decay=weight_decay, no_decay=no_decay, **kwargs)
 
 

@@ -18,14 +18,26 @@ from .module import Module, sum_leading
 from .norms import make_norm
 
 
-def _blocks(owner: Module, d: int, n_layers: int, n_heads: int, causal: bool, norm: str, alpha0: float,
-            dtype: Any, rng: np.random.Generator) -> List[PreNormBlock]:
+def _blocks(
+    owner: Module,
+    d: int,
+    n_layers: int,
+    n_heads: int,
+    causal: bool,
+    norm: str,
+    alpha0: float,
+    dtype: Any,
+    rng: np.random.Generator,
+) -> List[PreNormBlock]:
     blocks = []
     for i in range(n_layers):
         attention = SoftmaxAttention(d, n_heads, causal=causal, dtype=dtype, rng=rng)
-        block = PreNormBlock(attention, FeedForward(d, 4 * d, "gelu_tanh", dtype=dtype, rng=rng),
-                             norm1=make_norm(norm, d, alpha0=alpha0, dtype=dtype),
-                             norm2=make_norm(norm, d, alpha0=alpha0, dtype=dtype))
+        block = PreNormBlock(
+            attention,
+            FeedForward(d, 4 * d, "gelu_tanh", dtype=dtype, rng=rng),
+            norm1=make_norm(norm, d, alpha0=alpha0, dtype=dtype),
+            norm2=make_norm(norm, d, alpha0=alpha0, dtype=dtype),
+        )
         blocks.append(owner.add_child(f"h{i}", block))
     return blocks
 
@@ -37,9 +49,19 @@ class TinyGPT(Module):
     tokens (batch, T <= context) int -> logits (batch, T, vocab).
     """
 
-    def __init__(self, vocab: int, d: int = 8, n_layers: int = 4, n_heads: int = 4, context: int = 32, *,
-                 norm: str = "layernorm", alpha0: float = 0.5, dtype: Any = np.float64,
-                 rng: Optional[np.random.Generator] = None):
+    def __init__(
+        self,
+        vocab: int,
+        d: int = 8,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        context: int = 32,
+        *,
+        norm: str = "layernorm",
+        alpha0: float = 0.5,
+        dtype: Any = np.float64,
+        rng: Optional[np.random.Generator] = None,
+    ):
         super().__init__(dtype)
         rng = rng if rng is not None else np.random.default_rng(0)
         self.context = _positive_int(context, "context", "TinyGPT")
@@ -73,9 +95,20 @@ class TinyViT(Module):
     images (batch, size, size) -> logits (batch, classes).
     """
 
-    def __init__(self, size: int = 8, patch: int = 2, classes: int = 10, d: int = 32, n_layers: int = 2,
-                 n_heads: int = 4, *, norm: str = "layernorm", alpha0: float = 0.5, dtype: Any = np.float64,
-                 rng: Optional[np.random.Generator] = None):
+    def __init__(
+        self,
+        size: int = 8,
+        patch: int = 2,
+        classes: int = 10,
+        d: int = 32,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        *,
+        norm: str = "layernorm",
+        alpha0: float = 0.5,
+        dtype: Any = np.float64,
+        rng: Optional[np.random.Generator] = None,
+    ):
         super().__init__(dtype)
         if size % patch:
             raise ValueError(f"TinyViT: patch {patch} does not divide size {size}")

@@ -139,7 +139,7 @@ class Trainer:
         """The training minibatch of ``step`` (a fixed function of the seed and the step)."""
         epoch, position = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng([self.config.batch_seed, epoch]).permutation(self.n_train)
-        index = np.sort(order[position * self.config.batch_size: (position + 1) * self.config.batch_size])
+        index = np.sort(order[position * self.config.batch_size : (position + 1) * self.config.batch_size])
         return {k: v[index] for k, v in self.experiment.train.items()}
 
     def train_step(self, batch: Dict[str, np.ndarray]) -> Dict[str, float]:
@@ -165,7 +165,7 @@ class Trainer:
         self.model.train(False)
         try:
             for start in range(0, size, self.config.eval_batch_size):
-                chunk = {k: v[start: start + self.config.eval_batch_size] for k, v in data.items()}
+                chunk = {k: v[start : start + self.config.eval_batch_size] for k, v in data.items()}
                 pred = self.model(*(chunk[k] for k in exp.inputs))
                 weight = len(chunk[exp.target]) / size
                 values = {"loss": self.loss(pred, chunk[exp.target])}
@@ -191,6 +191,7 @@ class Trainer:
         bar = _progress_bar(cfg.progress, self.step, end)
         with single_blas_thread():  # see single_blas_thread: small products, no BLAS threads
             try:
+
                 def emit(record):
                     history.append(record)
                     if log:
@@ -225,8 +226,14 @@ class Trainer:
         steps, state = self.optimizer.state_dict()
         arrays = {f"param/{k}": v for k, v in self.model.parameters().items()}
         arrays.update({f"optim/{k}": v for k, v in state.items()})
-        meta = {"format": CHECKPOINT_FORMAT, "experiment": exp.name, "dtype": exp.dtype.name, "step": steps,
-                "model_config": dataclasses.asdict(exp.config), "train_config": dataclasses.asdict(self.config)}
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "experiment": exp.name,
+            "dtype": exp.dtype.name,
+            "step": steps,
+            "model_config": dataclasses.asdict(exp.config),
+            "train_config": dataclasses.asdict(self.config),
+        }
         npz_path, json_path = path + ".npz", path + ".json"
         with open(npz_path + ".tmp", "wb") as f:
             np.savez(f, **arrays)
@@ -250,15 +257,18 @@ class Trainer:
             raise ValueError(f"Trainer.resume: {path}.json is not a {CHECKPOINT_FORMAT!r} file")
         allowed = {"steps", "out_dir", "progress", "eval_every", "log_every", "checkpoint_every", "eval_batch_size"}
         if set(train_overrides) - allowed:
-            raise ValueError(f"Trainer.resume: only {sorted(allowed)} may change on resume, "
-                             f"got {sorted(set(train_overrides) - allowed)}")
+            raise ValueError(
+                f"Trainer.resume: only {sorted(allowed)} may change on resume, "
+                f"got {sorted(set(train_overrides) - allowed)}"
+            )
         train_config = {**meta["train_config"], **train_overrides}
         experiment, config = build_experiment(meta["experiment"], meta["dtype"], **meta["model_config"], **train_config)
         trainer = cls(experiment, config)
         with np.load(path + ".npz") as data:
             trainer.model.load_parameters({k[6:]: data[k] for k in data.files if k.startswith("param/")})
-            trainer.optimizer.load_state_dict(meta["step"], {k[6:]: data[k] for k in data.files
-                                                             if k.startswith("optim/")})
+            trainer.optimizer.load_state_dict(
+                meta["step"], {k[6:]: data[k] for k in data.files if k.startswith("optim/")}
+            )
         return trainer
 
 

@@ -75,12 +75,13 @@ class TorchTwin:
 
     def gradients(self) -> Dict[str, np.ndarray]:
         """Dotted name -> gradient (a NumPy copy; zeros where torch has none)."""
-        return {n: np.zeros(tuple(p.shape)) if p.grad is None else p.grad.numpy().copy()
-                for n, p in self.model.named_parameters()}
+        return {
+            n: np.zeros(tuple(p.shape)) if p.grad is None else p.grad.numpy().copy()
+            for n, p in self.model.named_parameters()
+        }
 
 
-def compare_with_twin(model_name: str, steps: int = 50, dtype: Any = "float64",
-                      **overrides: Any) -> Dict[str, float]:
+def compare_with_twin(model_name: str, steps: int = 50, dtype: Any = "float64", **overrides: Any) -> Dict[str, float]:
     """Trains experiment ``model_name`` with pynorm.nn and with its torch twin side by side on
     the same batches for ``steps`` steps; after every step compares the loss, every
     parameter's gradient and every updated parameter.
@@ -110,8 +111,9 @@ def compare_with_twin(model_name: str, steps: int = 50, dtype: Any = "float64",
     return worst
 
 
-def check_with_twin(model_name: str, steps: int = 50, dtype: Any = "float64",
-                    **overrides: Any) -> Tuple[Dict[str, float], float, bool]:
+def check_with_twin(
+    model_name: str, steps: int = 50, dtype: Any = "float64", **overrides: Any
+) -> Tuple[Dict[str, float], float, bool]:
     """:func:`compare_with_twin` plus the verdict: ``(errors, tolerance, all within tolerance)``."""
     errors = compare_with_twin(model_name, steps, dtype, **overrides)
     tolerance = TOLERANCES[np.dtype(dtype).name]

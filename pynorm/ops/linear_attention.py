@@ -109,7 +109,7 @@ def linear_attention(
     eps = _array.eps_value(eps, fn)
     scale = _array.real(scale, "scale", fn)
     threads = _array.threads_value(n_threads, "n_threads", fn)
-    (out, out_mats), = _outputs(be, q, v.shape[-1])
+    ((out, out_mats),) = _outputs(be, q, v.shape[-1])
     (q_mats, q_strides), (k_mats, k_strides), (v_mats, v_strides) = (be.matrices(a) for a in (q, k, v))
     be.kernels.linear_attention_forward(
         q=q_mats, q_strides=q_strides, k=k_mats, k_strides=k_strides, v=v_mats, v_strides=v_strides, out=out_mats,

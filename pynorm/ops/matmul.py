@@ -17,8 +17,9 @@ import numpy as np
 from .. import _array
 
 
-def matmul(a: Any, b: Any, *, transpose_a: bool = False, add: Any = None,
-           n_threads: Optional[int] = None) -> np.ndarray:
+def matmul(
+    a: Any, b: Any, *, transpose_a: bool = False, add: Any = None, n_threads: Optional[int] = None
+) -> np.ndarray:
     """``a @ b`` (+ ``add``) for a with many rows, or ``a^T @ b`` summed over rows.
 
     Args:
@@ -56,12 +57,24 @@ def matmul(a: Any, b: Any, *, transpose_a: bool = False, add: Any = None,
         if add is not None:
             raise ValueError(f"{fn}: add is not supported with transpose_a=True")
         if b_shape[:-1] != a_shape[:-1]:
-            raise ValueError(f"{fn}: with transpose_a=True, a and b must have the same leading (row) axes, "
-                             f"got a {a_shape} and b {b_shape}")
+            raise ValueError(
+                f"{fn}: with transpose_a=True, a and b must have the same leading (row) axes, "
+                f"got a {a_shape} and b {b_shape}"
+            )
         b_rows, b_row_stride = be.rows(b)
         out = be.empty((a_shape[-1], b_shape[-1]), dtype)
-        be.kernels.matmul_tn(a=a_rows, a_row_stride=a_row_stride, b=b_rows, b_row_stride=b_row_stride, out=out,
-                             rows=a_rows.shape[0], m=a_shape[-1], n=b_shape[-1], dtype=be.code(a), threads=threads)
+        be.kernels.matmul_tn(
+            a=a_rows,
+            a_row_stride=a_row_stride,
+            b=b_rows,
+            b_row_stride=b_row_stride,
+            out=out,
+            rows=a_rows.shape[0],
+            m=a_shape[-1],
+            n=b_shape[-1],
+            dtype=be.code(a),
+            threads=threads,
+        )
         return out
     if len(b_shape) != 2 or b_shape[0] != a_shape[-1]:
         raise ValueError(f"{fn}: b must have shape ({a_shape[-1]}, n) to multiply a of shape {a_shape}, got {b_shape}")
@@ -74,7 +87,18 @@ def matmul(a: Any, b: Any, *, transpose_a: bool = False, add: Any = None,
             raise ValueError(f"{fn}: add must have the result's shape {shape}, got {tuple(add.shape)}")
         add_rows, add_row_stride = be.rows(be.cast(add, dtype))
     out = be.empty(shape, dtype)
-    be.kernels.matmul(a=a_rows, a_row_stride=a_row_stride, b=b_rows, b_row_stride=b_row_stride, add=add_rows,
-                      add_row_stride=add_row_stride, out=out.reshape(a_rows.shape[0], shape[-1]), m=a_rows.shape[0],
-                      k=a_shape[-1], n=b_shape[-1], dtype=be.code(a), threads=threads)
+    be.kernels.matmul(
+        a=a_rows,
+        a_row_stride=a_row_stride,
+        b=b_rows,
+        b_row_stride=b_row_stride,
+        add=add_rows,
+        add_row_stride=add_row_stride,
+        out=out.reshape(a_rows.shape[0], shape[-1]),
+        m=a_rows.shape[0],
+        k=a_shape[-1],
+        n=b_shape[-1],
+        dtype=be.code(a),
+        threads=threads,
+    )
     return out

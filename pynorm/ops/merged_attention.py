@@ -32,12 +32,24 @@ def _inputs(be: _array.Backend, fn: str, x: Any, W: Any, V: Any):
 def _describe(be: _array.Backend, x: Any, W: Any, V: Any, scale: float, residual: bool, threads: int) -> dict:
     """The description's fields forward and backward share."""
     x_mats, x_strides = be.matrices(x)
-    return dict(x=x_mats, x_strides=x_strides, w=W, v=V, problems=x_mats.shape[0], n=x.shape[-2], d=x.shape[-1],
-                dtype=be.code(x), scale=scale, residual=bool(residual), threads=threads)
+    return dict(
+        x=x_mats,
+        x_strides=x_strides,
+        w=W,
+        v=V,
+        problems=x_mats.shape[0],
+        n=x.shape[-2],
+        d=x.shape[-1],
+        dtype=be.code(x),
+        scale=scale,
+        residual=bool(residual),
+        threads=threads,
+    )
 
 
-def merged_linear_attention(x: Any, W: Any, V: Any, *, scale: float = 1.0, residual: bool = False,
-                            n_threads: Optional[int] = None) -> np.ndarray:
+def merged_linear_attention(
+    x: Any, W: Any, V: Any, *, scale: float = 1.0, residual: bool = False, n_threads: Optional[int] = None
+) -> np.ndarray:
     """``scale * (x W^T) (x^T (x V^T))`` per problem, plus x with ``residual=True``.
 
     Args:
@@ -68,9 +80,9 @@ def merged_linear_attention(x: Any, W: Any, V: Any, *, scale: float = 1.0, resid
     return out
 
 
-def merged_linear_attention_backward(dout: Any, x: Any, W: Any, V: Any, *, scale: float = 1.0,
-                                     residual: bool = False, n_threads: Optional[int] = None
-                                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merged_linear_attention_backward(
+    dout: Any, x: Any, W: Any, V: Any, *, scale: float = 1.0, residual: bool = False, n_threads: Optional[int] = None
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`merged_linear_attention` with respect to x, W and V.
 
     Args:
@@ -92,6 +104,12 @@ def merged_linear_attention_backward(dout: Any, x: Any, W: Any, V: Any, *, scale
     dtype = be.dtype(x)
     dx, dW, dV = be.empty(tuple(x.shape), dtype), be.empty(tuple(W.shape), dtype), be.empty(tuple(V.shape), dtype)
     dout_mats, dout_strides = be.matrices(dout)
-    be.kernels.merged_attention_backward(dout=dout_mats, dout_strides=dout_strides, dx=be.matrices(dx)[0], dw=dW, dv=dV,
-                                         **_describe(be, x, W, V, scale, residual, threads))
+    be.kernels.merged_attention_backward(
+        dout=dout_mats,
+        dout_strides=dout_strides,
+        dx=be.matrices(dx)[0],
+        dw=dW,
+        dv=dV,
+        **_describe(be, x, W, V, scale, residual, threads),
+    )
     return dx, dW, dV
