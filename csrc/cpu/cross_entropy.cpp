@@ -61,14 +61,8 @@ template <class T> void cross_entropy_backward(const CrossEntropyBackwardArgs& a
   });
 }
 
-template void cross_entropy_forward<float>(const CrossEntropyForwardArgs&);
-template void cross_entropy_forward<double>(const CrossEntropyForwardArgs&);
-template void cross_entropy_forward<Half>(const CrossEntropyForwardArgs&);
-template void cross_entropy_forward<BFloat16>(const CrossEntropyForwardArgs&);
-template void cross_entropy_backward<float>(const CrossEntropyBackwardArgs&);
-template void cross_entropy_backward<double>(const CrossEntropyBackwardArgs&);
-template void cross_entropy_backward<Half>(const CrossEntropyBackwardArgs&);
-template void cross_entropy_backward<BFloat16>(const CrossEntropyBackwardArgs&);
+PYNORM_INSTANTIATE(cross_entropy_forward, CrossEntropyForwardArgs)
+PYNORM_INSTANTIATE(cross_entropy_backward, CrossEntropyBackwardArgs)
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

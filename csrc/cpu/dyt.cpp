@@ -145,14 +145,8 @@ template <class T> void dyt_backward(const DytBackwardArgs& a) {
   if (a.dbias) store_totals(static_cast<T*>(a.dbias), totals.data + L + dim, dim);
 }
 
-template void dyt_forward<float>(const DytForwardArgs&);
-template void dyt_forward<double>(const DytForwardArgs&);
-template void dyt_forward<Half>(const DytForwardArgs&);
-template void dyt_forward<BFloat16>(const DytForwardArgs&);
-template void dyt_backward<float>(const DytBackwardArgs&);
-template void dyt_backward<double>(const DytBackwardArgs&);
-template void dyt_backward<Half>(const DytBackwardArgs&);
-template void dyt_backward<BFloat16>(const DytBackwardArgs&);
+PYNORM_INSTANTIATE(dyt_forward, DytForwardArgs)
+PYNORM_INSTANTIATE(dyt_backward, DytBackwardArgs)
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

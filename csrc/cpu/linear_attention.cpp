@@ -605,14 +605,8 @@ template <class T> void linear_attention_backward(const LinearAttentionBackwardA
   });
 }
 
-template void linear_attention_forward<float>(const LinearAttentionForwardArgs&);
-template void linear_attention_forward<double>(const LinearAttentionForwardArgs&);
-template void linear_attention_forward<Half>(const LinearAttentionForwardArgs&);
-template void linear_attention_forward<BFloat16>(const LinearAttentionForwardArgs&);
-template void linear_attention_backward<float>(const LinearAttentionBackwardArgs&);
-template void linear_attention_backward<double>(const LinearAttentionBackwardArgs&);
-template void linear_attention_backward<Half>(const LinearAttentionBackwardArgs&);
-template void linear_attention_backward<BFloat16>(const LinearAttentionBackwardArgs&);
+PYNORM_INSTANTIATE(linear_attention_forward, LinearAttentionForwardArgs)
+PYNORM_INSTANTIATE(linear_attention_backward, LinearAttentionBackwardArgs)
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

@@ -79,14 +79,8 @@ template <class T> void matmul_tn(const MatmulTnArgs& a) {
   store_rows(total.data, np, a.m, a.n, A(1), static_cast<T*>(a.out));
 }
 
-template void matmul<float>(const MatmulArgs&);
-template void matmul<double>(const MatmulArgs&);
-template void matmul<Half>(const MatmulArgs&);
-template void matmul<BFloat16>(const MatmulArgs&);
-template void matmul_tn<float>(const MatmulTnArgs&);
-template void matmul_tn<double>(const MatmulTnArgs&);
-template void matmul_tn<Half>(const MatmulTnArgs&);
-template void matmul_tn<BFloat16>(const MatmulTnArgs&);
+PYNORM_INSTANTIATE(matmul, MatmulArgs)
+PYNORM_INSTANTIATE(matmul_tn, MatmulTnArgs)
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

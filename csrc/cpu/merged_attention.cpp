@@ -125,14 +125,8 @@ template <class T> void merged_attention_backward(const MergedAttentionBackwardA
   store_rows(totals.data + size, dp, d, d, A(1), static_cast<T*>(a.dv));
 }
 
-template void merged_attention_forward<float>(const MergedAttentionArgs&);
-template void merged_attention_forward<double>(const MergedAttentionArgs&);
-template void merged_attention_forward<Half>(const MergedAttentionArgs&);
-template void merged_attention_forward<BFloat16>(const MergedAttentionArgs&);
-template void merged_attention_backward<float>(const MergedAttentionBackwardArgs&);
-template void merged_attention_backward<double>(const MergedAttentionBackwardArgs&);
-template void merged_attention_backward<Half>(const MergedAttentionBackwardArgs&);
-template void merged_attention_backward<BFloat16>(const MergedAttentionBackwardArgs&);
+PYNORM_INSTANTIATE(merged_attention_forward, MergedAttentionArgs)
+PYNORM_INSTANTIATE(merged_attention_backward, MergedAttentionBackwardArgs)
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

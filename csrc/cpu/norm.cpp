@@ -313,14 +313,8 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
   if (a.dbias) store_totals(static_cast<T*>(a.dbias), totals.data + dim, dim);
 }
 
-template void norm_forward<float>(const NormForwardArgs&);
-template void norm_forward<double>(const NormForwardArgs&);
-template void norm_forward<Half>(const NormForwardArgs&);
-template void norm_forward<BFloat16>(const NormForwardArgs&);
-template void norm_backward<float>(const NormBackwardArgs&);
-template void norm_backward<double>(const NormBackwardArgs&);
-template void norm_backward<Half>(const NormBackwardArgs&);
-template void norm_backward<BFloat16>(const NormBackwardArgs&);
+PYNORM_INSTANTIATE(norm_forward, NormForwardArgs)
+PYNORM_INSTANTIATE(norm_backward, NormBackwardArgs)
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

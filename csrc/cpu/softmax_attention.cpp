@@ -160,14 +160,8 @@ template <class T> void softmax_attention_backward(const SoftmaxAttentionBackwar
   });
 }
 
-template void softmax_attention_forward<float>(const SoftmaxAttentionForwardArgs&);
-template void softmax_attention_forward<double>(const SoftmaxAttentionForwardArgs&);
-template void softmax_attention_forward<Half>(const SoftmaxAttentionForwardArgs&);
-template void softmax_attention_forward<BFloat16>(const SoftmaxAttentionForwardArgs&);
-template void softmax_attention_backward<float>(const SoftmaxAttentionBackwardArgs&);
-template void softmax_attention_backward<double>(const SoftmaxAttentionBackwardArgs&);
-template void softmax_attention_backward<Half>(const SoftmaxAttentionBackwardArgs&);
-template void softmax_attention_backward<BFloat16>(const SoftmaxAttentionBackwardArgs&);
+PYNORM_INSTANTIATE(softmax_attention_forward, SoftmaxAttentionForwardArgs)
+PYNORM_INSTANTIATE(softmax_attention_backward, SoftmaxAttentionBackwardArgs)
 
 }  // namespace PYNORM_ISA
 }  // namespace pynorm

@@ -13,20 +13,9 @@ namespace PYNORM_ISA {
 const KernelTable& kernel_table() {
   static const KernelTable table = {
       PYNORM_STRINGIFY(PYNORM_ISA),
-      PYNORM_PER_DTYPE(norm_forward),
-      PYNORM_PER_DTYPE(norm_backward),
-      PYNORM_PER_DTYPE(dyt_forward),
-      PYNORM_PER_DTYPE(dyt_backward),
-      PYNORM_PER_DTYPE(linear_attention_forward),
-      PYNORM_PER_DTYPE(linear_attention_backward),
-      PYNORM_PER_DTYPE(matmul),
-      PYNORM_PER_DTYPE(matmul_tn),
-      PYNORM_PER_DTYPE(merged_attention_forward),
-      PYNORM_PER_DTYPE(merged_attention_backward),
-      PYNORM_PER_DTYPE(softmax_attention_forward),
-      PYNORM_PER_DTYPE(softmax_attention_backward),
-      PYNORM_PER_DTYPE(cross_entropy_forward),
-      PYNORM_PER_DTYPE(cross_entropy_backward),
+#define PYNORM_TABLE_ENTRY(op, Args) PYNORM_PER_DTYPE(op),
+      PYNORM_CPU_KERNELS(PYNORM_TABLE_ENTRY)
+#undef PYNORM_TABLE_ENTRY
   };
   return table;
 }

@@ -58,20 +58,11 @@ struct Cpu {
     launch(a, dtype);
   }
 
-  static void launch(const NormForwardArgs& a, DType t) { kernels().norm_forward[int(t)](a); }
-  static void launch(const NormBackwardArgs& a, DType t) { kernels().norm_backward[int(t)](a); }
-  static void launch(const DytForwardArgs& a, DType t) { kernels().dyt_forward[int(t)](a); }
-  static void launch(const DytBackwardArgs& a, DType t) { kernels().dyt_backward[int(t)](a); }
-  static void launch(const LinearAttentionForwardArgs& a, DType t) { kernels().linear_attention_forward[int(t)](a); }
-  static void launch(const LinearAttentionBackwardArgs& a, DType t) { kernels().linear_attention_backward[int(t)](a); }
-  static void launch(const MatmulArgs& a, DType t) { kernels().matmul[int(t)](a); }
-  static void launch(const MatmulTnArgs& a, DType t) { kernels().matmul_tn[int(t)](a); }
-  static void launch(const MergedAttentionArgs& a, DType t) { kernels().merged_attention_forward[int(t)](a); }
-  static void launch(const MergedAttentionBackwardArgs& a, DType t) { kernels().merged_attention_backward[int(t)](a); }
-  static void launch(const SoftmaxAttentionForwardArgs& a, DType t) { kernels().softmax_attention_forward[int(t)](a); }
-  static void launch(const SoftmaxAttentionBackwardArgs& a, DType t) { kernels().softmax_attention_backward[int(t)](a); }
-  static void launch(const CrossEntropyForwardArgs& a, DType t) { kernels().cross_entropy_forward[int(t)](a); }
-  static void launch(const CrossEntropyBackwardArgs& a, DType t) { kernels().cross_entropy_backward[int(t)](a); }
+  // The kernel of each argument struct, from the one list (pynorm/dispatch.h).
+#define PYNORM_LAUNCH(op, Args) \
+  static void launch(const Args& a, DType t) { kernels().op[int(t)](a); }
+  PYNORM_CPU_KERNELS(PYNORM_LAUNCH)
+#undef PYNORM_LAUNCH
 
  private:
   static std::string message(const char* name, const char* what) { return std::string(module) + ": " + name + " " + what; }

@@ -14,22 +14,30 @@
 
 namespace pynorm {
 
+// Every CPU kernel, X(name, argument struct): the table's fields below, each instruction
+// set's declarations (cpu/kernels.h) and table (cpu/table.cpp) and the bindings' launch
+// overloads (python/arrays.h) are all made from this one list.
+#define PYNORM_CPU_KERNELS(X) \
+  X(norm_forward, NormForwardArgs) \
+  X(norm_backward, NormBackwardArgs) \
+  X(dyt_forward, DytForwardArgs) \
+  X(dyt_backward, DytBackwardArgs) \
+  X(linear_attention_forward, LinearAttentionForwardArgs) \
+  X(linear_attention_backward, LinearAttentionBackwardArgs) \
+  X(matmul, MatmulArgs) \
+  X(matmul_tn, MatmulTnArgs) \
+  X(merged_attention_forward, MergedAttentionArgs) \
+  X(merged_attention_backward, MergedAttentionBackwardArgs) \
+  X(softmax_attention_forward, SoftmaxAttentionForwardArgs) \
+  X(softmax_attention_backward, SoftmaxAttentionBackwardArgs) \
+  X(cross_entropy_forward, CrossEntropyForwardArgs) \
+  X(cross_entropy_backward, CrossEntropyBackwardArgs)
+
 struct KernelTable {
   const char* name;
-  void (*norm_forward[kNumDTypes])(const NormForwardArgs&);
-  void (*norm_backward[kNumDTypes])(const NormBackwardArgs&);
-  void (*dyt_forward[kNumDTypes])(const DytForwardArgs&);
-  void (*dyt_backward[kNumDTypes])(const DytBackwardArgs&);
-  void (*linear_attention_forward[kNumDTypes])(const LinearAttentionForwardArgs&);
-  void (*linear_attention_backward[kNumDTypes])(const LinearAttentionBackwardArgs&);
-  void (*matmul[kNumDTypes])(const MatmulArgs&);
-  void (*matmul_tn[kNumDTypes])(const MatmulTnArgs&);
-  void (*merged_attention_forward[kNumDTypes])(const MergedAttentionArgs&);
-  void (*merged_attention_backward[kNumDTypes])(const MergedAttentionBackwardArgs&);
-  void (*softmax_attention_forward[kNumDTypes])(const SoftmaxAttentionForwardArgs&);
-  void (*softmax_attention_backward[kNumDTypes])(const SoftmaxAttentionBackwardArgs&);
-  void (*cross_entropy_forward[kNumDTypes])(const CrossEntropyForwardArgs&);
-  void (*cross_entropy_backward[kNumDTypes])(const CrossEntropyBackwardArgs&);
+#define PYNORM_TABLE_FIELD(op, Args) void (*op[kNumDTypes])(const Args&);
+  PYNORM_CPU_KERNELS(PYNORM_TABLE_FIELD)
+#undef PYNORM_TABLE_FIELD
 };
 
 // The table in use (the best the CPU supports, unless set_simd_level chose a lower one).
