@@ -17,6 +17,8 @@ import sys
 
 import pytest
 
+import pynorm
+
 torch = pytest.importorskip("torch")
 
 from tolerances import assert_close  # noqa: E402
@@ -88,12 +90,16 @@ def _free_port():
 
 def test_ddp_pynorm_modules_train_like_torch_nn(tmp_path):
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(pynorm.__file__))  # the pynorm under test (installed, in CI)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (root, os.path.dirname(os.path.abspath(__file__)), env.get("PYTHONPATH")) if p
     )
     subprocess.run(
-        [sys.executable, os.path.abspath(__file__), str(tmp_path), str(_free_port())], env=env, check=True, timeout=300
+        [sys.executable, os.path.abspath(__file__), str(tmp_path), str(_free_port())],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        timeout=300,
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
     for dtype in DTYPES:

@@ -1,6 +1,7 @@
 """pynorm.torch's operators and functional forms against torch: values and every gradient,
 opcheck, gradcheck, strided inputs, no copies of contiguous inputs, errors, CUDA."""
 
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -10,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
+import pynorm  # noqa: E402
 import pynorm.torch as pt  # noqa: E402
 from tolerances import LINEAR_ATTENTION_NORMALIZED_FLOAT64, assert_close  # noqa: E402
 
@@ -64,13 +66,15 @@ def _compare(fn, reference, inputs, dtype_name, what, rtol=None, atol=None):
         assert_close(g.double().numpy(), r.numpy(), dtype_name, f"{what} gradient {i}", scale=scale, **tol)
 
 
-def test_import_pynorm_alone_does_not_import_torch():
+def test_import_pynorm_alone_does_not_import_torch(tmp_path):
     code = (
         "import sys, pynorm, numpy as np; pynorm.layer_norm(np.ones((2, 4), np.float32)); "
         "assert 'torch' not in sys.modules, 'pynorm imported torch'; "
         "import pynorm.torch, torch; assert hasattr(torch.ops.pynorm, 'layer_norm_backward')"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    # from an empty folder, with the pynorm under test first on the path (not a source checkout's)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(pynorm.__file__)))
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True, timeout=120)
 
 
 @pytest.mark.parametrize("dtype_name", DTYPES)
