@@ -174,8 +174,10 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
                 if constexpr (fetch_ahead<R, stream>) prefetch(x[j] + R * stride + i);  // the next group's row
                 Vec<A> v = load(x[j] + i, k);
                 if constexpr (center) v -= s[j].mean;
-                if constexpr (has_bias) return fmadd(v, s[j].rstd * w, b);  // (x - mean) (rstd w) + b
-                if constexpr (affine) return v * (s[j].rstd * w);
+                // ((x - mean) rstd) w + b: rstd w alone can underflow or overflow (a huge row's
+                // rstd times a tiny weight) where the result is representable
+                if constexpr (has_bias) return fmadd(v * s[j].rstd, w, b);
+                if constexpr (affine) return (v * s[j].rstd) * w;
                 return v * s[j].rstd;
               };
             }, AnyVecs{});
