@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .. import ops
 from .module import Module, sum_leading
 
 
@@ -53,17 +54,17 @@ class Linear(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x, self.in_features)
         self.save(x)
-        y = (_flat(x) @ self.params["weight"].T).reshape(*x.shape[:-1], self.out_features)
-        if "bias" in self.params:
-            y += self.params["bias"]
-        return y
+        # pynorm's tall-by-small product on its threads, the bias added in the same pass
+        bias = self.params.get("bias")
+        add = None if bias is None else np.broadcast_to(bias, x.shape[:-1] + (self.out_features,))
+        return ops.matmul(x, self.params["weight"].T, add=add)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         (x,) = self.saved()
-        self.accumulate("weight", _flat(dy).T @ _flat(x))
+        self.accumulate("weight", ops.matmul(dy, x, transpose_a=True))  # dy^T x, rows in a fixed order
         if "bias" in self.params:
             self.accumulate("bias", sum_leading(dy))
-        return (_flat(dy) @ self.params["weight"]).reshape(x.shape)
+        return ops.matmul(dy, self.params["weight"])
 
 
 class Embedding(Module):
