@@ -62,6 +62,30 @@ def _outputs(be: _array.Backend, q: Any, *dims: int):
     return [(a, a.reshape(math.prod(batch), n, d)) for a, d in zip(arrays, dims)]
 
 
+def _matrices(be: _array.Backend, q: Any, k: Any, v: Any) -> dict:
+    """The part of an attention kernel's description both attention ops share: q, k, v as
+    [problems, n, d] with their strides, the sizes and the dtype code."""
+    (q_mats, q_strides), (k_mats, k_strides), (v_mats, v_strides) = (be.matrices(a) for a in (q, k, v))
+    return dict(
+        q=q_mats, q_strides=q_strides, k=k_mats, k_strides=k_strides, v=v_mats, v_strides=v_strides,
+        problems=q_mats.shape[0], n=q.shape[-2], key_dim=q.shape[-1], value_dim=v.shape[-1], dtype=be.code(q),
+    )  # fmt: skip
+
+
+def _backward_description(be: _array.Backend, fn: str, dout: Any, q: Any, k: Any, v: Any):
+    """dout checked against the output's shape and cast to q's dtype, and new dq, dk, dv:
+    ``((dq, dk, dv), the backward kernel's description without the op's own options)``."""
+    dout = be.input(dout, "dout", fn, min_ndim=2)
+    expected = tuple(q.shape[:-1]) + tuple(v.shape[-1:])
+    if tuple(dout.shape) != expected:
+        raise ValueError(f"{fn}: dout must have the output's shape {expected}, got {tuple(dout.shape)}")
+    dout_mats, dout_strides = be.matrices(be.cast(dout, be.dtype(q)))
+    (dq, dq_mats), (dk, dk_mats), (dv, dv_mats) = _outputs(be, q, q.shape[-1], k.shape[-1], v.shape[-1])
+    description = dict(_matrices(be, q, k, v), dout=dout_mats, dout_strides=dout_strides, dq=dq_mats, dk=dk_mats,
+                       dv=dv_mats)  # fmt: skip
+    return (dq, dk, dv), description
+
+
 def linear_attention(
     q: Any,
     k: Any,
@@ -110,11 +134,9 @@ def linear_attention(
     scale = _array.real(scale, "scale", fn)
     threads = _array.threads_value(n_threads, "n_threads", fn)
     ((out, out_mats),) = _outputs(be, q, v.shape[-1])
-    (q_mats, q_strides), (k_mats, k_strides), (v_mats, v_strides) = (be.matrices(a) for a in (q, k, v))
     be.kernels.linear_attention_forward(
-        q=q_mats, q_strides=q_strides, k=k_mats, k_strides=k_strides, v=v_mats, v_strides=v_strides, out=out_mats,
-        problems=q_mats.shape[0], n=q.shape[-2], key_dim=q.shape[-1], value_dim=v.shape[-1], dtype=be.code(q),
-        scale=scale, eps=eps, causal=bool(causal), normalize=bool(normalize), threads=threads,
+        **_matrices(be, q, k, v), out=out_mats, scale=scale, eps=eps, causal=bool(causal), normalize=bool(normalize),
+        threads=threads,
     )  # fmt: skip
     return out
 
@@ -146,21 +168,11 @@ def linear_attention_backward(
     fn = "pynorm.linear_attention_backward"
     be = _array.backend(fn, ("q", "k", "v", "dout"), (q, k, v, dout), (scale,))
     q, k, v = _inputs(be, fn, q, k, v)
-    dout = be.input(dout, "dout", fn, min_ndim=2)
-    expected = tuple(q.shape[:-1]) + tuple(v.shape[-1:])
-    if tuple(dout.shape) != expected:
-        raise ValueError(f"{fn}: dout must have the output's shape {expected}, got {tuple(dout.shape)}")
-    dout = be.cast(dout, be.dtype(q))
+    (dq, dk, dv), description = _backward_description(be, fn, dout, q, k, v)
     eps = _array.eps_value(eps, fn)
     scale = _array.real(scale, "scale", fn)
     threads = _array.threads_value(n_threads, "n_threads", fn)
-    (dq, dq_mats), (dk, dk_mats), (dv, dv_mats) = _outputs(be, q, q.shape[-1], k.shape[-1], v.shape[-1])
-    matrices = [be.matrices(a) for a in (dout, q, k, v)]
-    (dout_mats, dout_strides), (q_mats, q_strides), (k_mats, k_strides), (v_mats, v_strides) = matrices
     be.kernels.linear_attention_backward(
-        dout=dout_mats, dout_strides=dout_strides, q=q_mats, q_strides=q_strides, k=k_mats, k_strides=k_strides,
-        v=v_mats, v_strides=v_strides, dq=dq_mats, dk=dk_mats, dv=dv_mats, problems=q_mats.shape[0], n=q.shape[-2],
-        key_dim=q.shape[-1], value_dim=v.shape[-1], dtype=be.code(q), scale=scale, eps=eps, causal=bool(causal),
-        normalize=bool(normalize), threads=threads,
-    )  # fmt: skip
+        **description, scale=scale, eps=eps, causal=bool(causal), normalize=bool(normalize), threads=threads
+    )
     return dq, dk, dv

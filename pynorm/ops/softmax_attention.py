@@ -28,7 +28,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .. import _array
-from .linear_attention import _inputs, _outputs
+from .linear_attention import _backward_description, _inputs, _matrices
 
 
 def _checked(fn: str, q: Any, k: Any, v: Any, scale: Any, extra: Tuple[Tuple[str, Any], ...] = ()):
@@ -84,12 +84,9 @@ def softmax_attention(
     if copy_to is None and out is not None and any(be._partly_overlaps(y, a) for a in (q, k)):
         y, copy_to = be.empty(tuple(v.shape), be.dtype(v)), y
     y_mats = y.reshape(math.prod(v.shape[:-2]), v.shape[-2], v.shape[-1])
-    (q_mats, q_strides), (k_mats, k_strides), (v_mats, v_strides) = (be.matrices(a) for a in (q, k, v))
     be.kernels.softmax_attention_forward(
-        q=q_mats, q_strides=q_strides, k=k_mats, k_strides=k_strides, v=v_mats, v_strides=v_strides, out=y_mats,
-        problems=q_mats.shape[0], n=q.shape[-2], key_dim=q.shape[-1], value_dim=v.shape[-1], dtype=be.code(q),
-        scale=scale, causal=bool(causal), threads=threads,
-    )  # fmt: skip
+        **_matrices(be, q, k, v), out=y_mats, scale=scale, causal=bool(causal), threads=threads
+    )
     return be.deliver(y, copy_to, out)
 
 
@@ -117,19 +114,7 @@ def softmax_attention_backward(
     """
     fn = "pynorm.softmax_attention_backward"
     be, q, k, v, scale = _checked(fn, q, k, v, scale, (("dout", dout),))
-    dout = be.input(dout, "dout", fn, min_ndim=2)
-    expected = tuple(q.shape[:-1]) + tuple(v.shape[-1:])
-    if tuple(dout.shape) != expected:
-        raise ValueError(f"{fn}: dout must have the output's shape {expected}, got {tuple(dout.shape)}")
-    dout = be.cast(dout, be.dtype(q))
+    (dq, dk, dv), description = _backward_description(be, fn, dout, q, k, v)
     threads = _array.threads_value(n_threads, "n_threads", fn)
-    (dq, dq_mats), (dk, dk_mats), (dv, dv_mats) = _outputs(be, q, q.shape[-1], k.shape[-1], v.shape[-1])
-    matrices = [be.matrices(a) for a in (dout, q, k, v)]
-    (dout_mats, dout_strides), (q_mats, q_strides), (k_mats, k_strides), (v_mats, v_strides) = matrices
-    be.kernels.softmax_attention_backward(
-        dout=dout_mats, dout_strides=dout_strides, q=q_mats, q_strides=q_strides, k=k_mats, k_strides=k_strides,
-        v=v_mats, v_strides=v_strides, dq=dq_mats, dk=dk_mats, dv=dv_mats, problems=q_mats.shape[0], n=q.shape[-2],
-        key_dim=q.shape[-1], value_dim=v.shape[-1], dtype=be.code(q), scale=scale, causal=bool(causal),
-        threads=threads,
-    )  # fmt: skip
+    be.kernels.softmax_attention_backward(**description, scale=scale, causal=bool(causal), threads=threads)
     return dq, dk, dv
