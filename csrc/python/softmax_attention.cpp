@@ -2,32 +2,11 @@
 #include "pynorm/softmax_attention.h"
 
 #include "arrays.h"
-#include "linear_attention_binding.h"  // matrix_batch, contiguous_matrices
+#include "linear_attention_binding.h"  // set_attention_inputs, set_attention_gradients
 
 namespace pynorm {
 
-namespace {
-
 using Strides = std::array<int64_t, 2>;
-
-// The fields forward and backward share: sizes, q, k, v, scale, causal.
-template <class Args>
-void set_common(Args& a, const py::object& q, const Strides& q_strides, const py::object& k, const Strides& k_strides,
-                const py::object& v, const Strides& v_strides, int64_t problems, int64_t n, int64_t key_dim,
-                int64_t value_dim, DType t, double scale, bool causal) {
-  require_sizes({problems, n, key_dim, value_dim}, Cpu::module);
-  a.problems = problems;
-  a.n = n;
-  a.dk = key_dim;
-  a.dv = value_dim;
-  a.q = matrix_batch<Cpu>(q, problems, n, key_dim, q_strides, t, "q");
-  a.k = matrix_batch<Cpu>(k, problems, n, key_dim, k_strides, t, "k");
-  a.v = matrix_batch<Cpu>(v, problems, n, value_dim, v_strides, t, "v");
-  a.scale = scale;
-  a.causal = causal;
-}
-
-}  // namespace
 
 void register_softmax_attention(py::module_& m) {
   def_call(
@@ -37,7 +16,9 @@ void register_softmax_attention(py::module_& m) {
           int64_t key_dim, int64_t value_dim, int dtype, double scale, bool causal, int threads) {
         const DType t = dtype_from_code(dtype, Cpu::module);
         SoftmaxAttentionForwardArgs a;
-        set_common(a, q, q_strides, k, k_strides, v, v_strides, problems, n, key_dim, value_dim, t, scale, causal);
+        set_attention_inputs<Cpu>(a, q, q_strides, k, k_strides, v, v_strides, problems, n, key_dim, value_dim, t);
+        a.scale = scale;
+        a.causal = causal;
         a.out = contiguous_matrices<Cpu>(out, problems, n, value_dim, t, "out");
         Cpu::run(threads, a, t, softmax_attention_work(problems, n, key_dim, value_dim));
       },
@@ -54,11 +35,10 @@ void register_softmax_attention(py::module_& m) {
           int64_t key_dim, int64_t value_dim, int dtype, double scale, bool causal, int threads) {
         const DType t = dtype_from_code(dtype, Cpu::module);
         SoftmaxAttentionBackwardArgs a;
-        set_common(a, q, q_strides, k, k_strides, v, v_strides, problems, n, key_dim, value_dim, t, scale, causal);
-        a.dout = matrix_batch<Cpu>(dout, problems, n, value_dim, dout_strides, t, "dout");
-        a.dq = contiguous_matrices<Cpu>(dq, problems, n, key_dim, t, "dq");
-        a.dk_out = contiguous_matrices<Cpu>(dk, problems, n, key_dim, t, "dk");
-        a.dv_out = contiguous_matrices<Cpu>(dv, problems, n, value_dim, t, "dv");
+        set_attention_inputs<Cpu>(a, q, q_strides, k, k_strides, v, v_strides, problems, n, key_dim, value_dim, t);
+        set_attention_gradients<Cpu>(a, dout, dout_strides, dq, dk, dv, t);
+        a.scale = scale;
+        a.causal = causal;
         Cpu::run(threads, a, t, 3 * softmax_attention_work(problems, n, key_dim, value_dim));
       },
       {"dout", "dout_strides", "q", "q_strides", "k", "k_strides", "v", "v_strides", "dq", "dk", "dv", "problems",
