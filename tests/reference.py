@@ -115,3 +115,17 @@ def cross_entropy(logits, labels, dloss):
         return loss.detach().numpy(), np.zeros(x.shape)
     (dx,) = grads(loss, np.broadcast_to(np.asarray(dloss, np.float64), loss.shape), x)
     return loss.detach().numpy(), dx
+
+
+def strided_attention_inputs(rng):
+    """Attention inputs (batch 2, heads 3, 90 tokens, Dk 8, Dv 5) in awkward layouts: q a
+    transposed view with strided rows and problems, k every other row, v and dout with
+    non-contiguous last axes."""
+    n, b, h, d = 90, 2, 3, 8
+    base = rng.standard_normal((n, b, h, 2 * d))
+    q = base[..., :d].transpose(1, 2, 0, 3)  # (b, h, n, d) view with strided rows and problems
+    k = rng.standard_normal((b, h, 2 * n, d))[:, :, ::2]  # every other row
+    v = rng.standard_normal((b, h, n, 2 * 5))[..., ::2]  # non-contiguous last axis (copied)
+    dout = rng.standard_normal((b, h, d, n)).swapaxes(-1, -2)[..., :5]
+    assert not (q.flags.c_contiguous or k.flags.c_contiguous or v.flags.c_contiguous)
+    return q, k, v, dout

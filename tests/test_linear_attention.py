@@ -90,13 +90,7 @@ def test_16bit_storage(rng, dtype, causal):
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_non_contiguous_inputs(rng, causal):
-    n, b, h, d = 90, 2, 3, 8
-    base = rng.standard_normal((n, b, h, 2 * d))
-    q = base[..., :d].transpose(1, 2, 0, 3)  # (b, h, n, d) view with strided rows and problems
-    k = rng.standard_normal((b, h, 2 * n, d))[:, :, ::2]  # every other row
-    v = rng.standard_normal((b, h, n, 2 * 5))[..., ::2]  # non-contiguous last axis (copied)
-    dout = rng.standard_normal((b, h, d, n)).swapaxes(-1, -2)[..., :5]
-    assert not (q.flags.c_contiguous or k.flags.c_contiguous or v.flags.c_contiguous)
+    q, k, v, dout = reference.strided_attention_inputs(rng)
     check_against_torch(q, k, v, dout, causal, False)
     # the same numbers, contiguous: the same bits
     got = run_pynorm(q, k, v, dout, causal, False)

@@ -99,13 +99,7 @@ def test_large_logits(rng, dtype, causal):
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_non_contiguous_inputs(rng, causal):
-    n, b, h, d = 90, 2, 3, 8
-    base = rng.standard_normal((n, b, h, 2 * d))
-    q = base[..., :d].transpose(1, 2, 0, 3)  # (b, h, n, d) view with strided rows and problems
-    k = rng.standard_normal((b, h, 2 * n, d))[:, :, ::2]  # every other row
-    v = rng.standard_normal((b, h, n, 2 * 5))[..., ::2]  # non-contiguous last axis (copied)
-    dout = rng.standard_normal((b, h, d, n)).swapaxes(-1, -2)[..., :5]
-    assert not (q.flags.c_contiguous or k.flags.c_contiguous or v.flags.c_contiguous)
+    q, k, v, dout = reference.strided_attention_inputs(rng)
     check_against_torch(q, k, v, dout, causal)
     got = run_pynorm(q, k, v, dout, causal)
     contiguous = run_pynorm(*(np.ascontiguousarray(x) for x in (q, k, v, dout)), causal)
