@@ -12,6 +12,7 @@ namespace PYNORM_ISA {
 
 namespace {
 
+// v with the lanes past a k-lane tail set to fill (a whole vector, Full, is kept as it is).
 template <class A> inline Vec<A> fill_tail(Vec<A> v, Full, A) { return v; }
 template <class A> inline Vec<A> fill_tail(Vec<A> v, int lanes, A fill) { return fill_past<A>(v, lanes, fill); }
 
@@ -27,7 +28,7 @@ template <class T> inline acc_t<T> log_sum_exp(const T* x, int64_t classes) {
   });
   const A m = hmax(top);
   Vec<A> sum{};
-  for_each_vec<A>(classes, [&](int64_t i, auto k) { sum += fill_tail<A>(exp_vec<A>(load(x + i, k) - m), k, A(0)); });
+  for_each_vec<A>(classes, [&](int64_t i, auto k) { sum += keep(exp_vec<A>(load(x + i, k) - m), k); });
   const A total = hsum(sum);
   if constexpr (sizeof(A) == sizeof(float)) return m + __builtin_logf(total);
   return m + __builtin_log(total);
