@@ -103,7 +103,7 @@ class Embedding(Module):
     def backward(self, dy: np.ndarray) -> None:
         """Adds the lookup's gradient to ``grads["weight"]``; ids have no gradient (returns None)."""
         (ids,) = self.saved()
-        ids, rows = ids.reshape(-1), _flat(dy)  # per-id sums by bincount (np.add.at is ~3x slower)
+        ids, rows = ids.reshape(-1), _flat(dy)  # per-id sums by bincount (np.add.at is much slower)
         grad = np.stack([np.bincount(ids, rows[:, c], self.vocab) for c in range(self.dim)], axis=1)
         self.accumulate("weight", grad.astype(self.grads["weight"].dtype, copy=False))
 
@@ -114,15 +114,15 @@ class Embedding(Module):
         h = self.check_input(h, self.dim, "h")
         if self.training:
             self._projected.append(h)
-        return (_flat(h) @ self.params["weight"].T).reshape(*h.shape[:-1], self.vocab)
+        return ops.matmul(h, self.params["weight"].T)
 
     def project_backward(self, dlogits: np.ndarray) -> np.ndarray:
         """Gradient of :meth:`project`: adds to ``grads["weight"]`` and returns dh."""
         if not self._projected:
             raise RuntimeError("Embedding.project_backward called without a matching project in training mode")
         h = self._projected.pop()
-        self.accumulate("weight", _flat(dlogits).T @ _flat(h))
-        return (_flat(dlogits) @ self.params["weight"]).reshape(h.shape)
+        self.accumulate("weight", ops.matmul(dlogits, h, transpose_a=True))
+        return ops.matmul(dlogits, self.params["weight"])
 
     def train(self, mode: bool = True) -> "Embedding":
         self._projected.clear()
