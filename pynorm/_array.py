@@ -143,6 +143,7 @@ def threads_value(n: Any, name: str, fn: str) -> int:
 # ------------------------------------------------------------------------------------------
 
 ALIGNMENT = 64  # bytes: lets the kernels stream whole vectors to memory from the first element
+PAGE = 4096  # bytes: a load and a store whose addresses agree in their low 12 bits may alias
 CACHED_MIN_BYTES = 1 << 20
 
 
@@ -163,8 +164,9 @@ class OutputCache:
         self._lock = threading.Lock()
 
     def take(self, nbytes: int) -> np.ndarray:
-        """A uint8 buffer of nbytes + ALIGNMENT bytes that nobody else references."""
-        size = nbytes + ALIGNMENT
+        """A uint8 buffer of nbytes + PAGE bytes (room to place the data anywhere in a page) that
+        nobody else references."""
+        size = nbytes + PAGE
         with self._lock:
             for i in range(len(self._buffers)):
                 # free when only the list (and getrefcount's argument) refer to it
@@ -196,15 +198,35 @@ class OutputCache:
 OUTPUT_CACHE = OutputCache(int(float(os.environ.get("PYNORM_OUTPUT_CACHE_MB", "256")) * (1 << 20)))
 
 
-def empty(shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def empty(shape: Tuple[int, ...], dtype: np.dtype, away_from: Tuple[int, ...] = ()) -> np.ndarray:
     """An uninitialised C-contiguous NumPy array; from 1 MiB on, its data starts on a 64-byte
-    boundary and comes from the :class:`OutputCache`."""
+    boundary and comes from the :class:`OutputCache`.
+
+    ``away_from``: the addresses of the arrays a kernel reads while it writes this one. The data
+    is then placed as far as it can be, within a 4 KiB page, from each of them: a CPU takes a
+    load whose address agrees in its low 12 bits with a store still in flight for one that
+    depends on that store (4K aliasing), and an input that starts just behind its output in
+    the page meets that on nearly every load (as NumPy's large arrays, 16 bytes into a page,
+    do beside an output 64 bytes in: docs/architecture.md)."""
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < CACHED_MIN_BYTES:  # small outputs are never streamed: plain NumPy
         return np.empty(shape, dtype=dtype)
     buffer = OUTPUT_CACHE.take(nbytes)
-    offset = -buffer.ctypes.data % ALIGNMENT
+    start = buffer.ctypes.data
+    offset = -start % ALIGNMENT
+    if away_from:
+        offset += page_offset([a % PAGE for a in away_from]) - (start + offset) % PAGE
+        offset %= PAGE
     return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def page_offset(taken: list) -> int:
+    """The 64-byte-aligned offset within a page farthest (circularly) from every offset in ``taken``."""
+
+    def distance(o: int) -> int:
+        return min(min((o - t) % PAGE, (t - o) % PAGE) for t in taken)
+
+    return max(range(0, PAGE, ALIGNMENT), key=distance)
 
 
 # ------------------------------------------------------------------------------------------
@@ -660,13 +682,19 @@ class Backend:
         """A new C-contiguous array in the call's library, on its device."""
         return self.adapter.empty(shape, dtype, -1)
 
-    def output(self, x: Any, out: Any, fn: str) -> Tuple[Any, Any, Any]:
+    def empty_beside(self, shape: Tuple[int, ...], dtype: np.dtype, inputs: Tuple[Any, ...]) -> Any:
+        """:meth:`empty` for an output that a kernel writes while it reads ``inputs``."""
+        return self.empty(shape, dtype)
+
+    def output(self, x: Any, out: Any, fn: str, inputs: Tuple[Any, ...] = ()) -> Tuple[Any, Any, Any]:
         """(y, y as [rows, dim], copy_to) for a result of x's shape and dtype: y is what the kernel
         writes -- ``out`` itself when it is C-contiguous in native byte order and does not
-        partly overlap x, else a new array that :meth:`deliver` copies into ``out`` (copy_to)."""
+        partly overlap x, else a new array that :meth:`deliver` copies into ``out`` (copy_to).
+        ``inputs``: arrays the kernel reads beside x (a new y is placed away from them all)."""
         dtype, copy_to = self.adapter.dtype(x), None
+        inputs = (x, *inputs)
         if out is None:
-            y = self.empty(x.shape, dtype)
+            y = self.empty_beside(x.shape, dtype, inputs)
             return y, (y if y.ndim == 2 else y.reshape(math.prod(x.shape[:-1]), x.shape[-1])), None
         else:
             target = self.view(out, "out", fn)
@@ -685,7 +713,7 @@ class Backend:
             ):
                 y = target
             else:
-                y, copy_to = self.empty(x.shape, dtype), target
+                y, copy_to = self.empty_beside(x.shape, dtype, inputs), target
         return y, (y if y.ndim == 2 else y.reshape(math.prod(x.shape[:-1]), x.shape[-1])), copy_to
 
     def deliver(self, y: Any, copy_to: Any, out: Any) -> Any:
@@ -772,6 +800,9 @@ class CpuBackend(Backend):
     """The CPU: NumPy arrays, pynorm._core's kernels, outputs from the :class:`OutputCache`."""
 
     empty = staticmethod(empty)
+
+    def empty_beside(self, shape, dtype, inputs):
+        return empty(shape, dtype, tuple(self.adapter.address(a) for a in inputs))
 
 
 CPU = CpuBackend(NUMPY, core())

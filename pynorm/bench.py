@@ -586,9 +586,12 @@ def run_levels(levels: List[str], ops: List[str], dtypes: List[str], threads: in
                        "--threads", str(threads), "--json", path, "--no-overhead"]  # fmt: skip
             if shapes:
                 command += ["--shapes", *("x".join(map(str, s)) for s in shapes)]
-            # cwd: not the caller's folder, where a source checkout's pynorm/ (no compiled module)
-            # would shadow the installed package
-            subprocess.run(command, env={**os.environ, "PYNORM_SIMD": level}, cwd=tmp, check=True)
+            # the child imports the pynorm this process runs (installed or a built source tree),
+            # first on its path; cwd is not the caller's folder, whose pynorm/ could shadow it
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            path_env = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            env = {**os.environ, "PYNORM_SIMD": level, "PYTHONPATH": path_env}
+            subprocess.run(command, env=env, cwd=tmp, check=True)
             with open(path) as f:
                 rows = json.load(f)["results"]
         results += results_from_rows(rows)

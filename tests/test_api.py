@@ -263,6 +263,32 @@ def test_large_output_buffers_are_reused_only_once_dropped():
     assert np.array_equal(other, pynorm.dyt(x, 0.5))
 
 
+@pytest.mark.parametrize("x_offset", [0, 16, 48, 1040, 4032, 4080])
+def test_large_outputs_sit_half_a_page_from_their_inputs(x_offset):
+    """A large output is placed (in its 64-byte-aligned buffer) about 2 KiB away, within a 4 KiB
+    page, from the arrays its kernel reads: an input just behind its output in the page makes
+    nearly every load alias a store in flight (4K aliasing). Values are unchanged."""
+    from pynorm import _array
+
+    rows, dim = 1024, 1024
+    raw = np.empty(rows * dim + 2048, np.float32)
+    start = (x_offset - raw.ctypes.data) % 4096 // 4
+    x = raw[start : start + rows * dim].reshape(rows, dim)
+    x[...] = np.random.default_rng(5).standard_normal((rows, dim))
+    dy = np.ones_like(x)
+
+    def distance(a, b):
+        d = (a.ctypes.data - b.ctypes.data) % 4096
+        return min(d, 4096 - d)
+
+    y = pynorm.dyt(x, 0.5)
+    assert y.ctypes.data % 64 == 0 and distance(y, x) >= 2048 - 64
+    assert np.array_equal(y[:100], pynorm.dyt(x[:100], 0.5))  # a small call: plain NumPy output
+    dx = pynorm.rms_norm_backward(dy, x)[0]
+    assert distance(dx, x) >= 1024 - 64 and distance(dx, dy) >= 1024 - 64
+    assert _array.page_offset([0]) == 2048 and _array.page_offset([0, 2048]) in (1024, 3072)
+
+
 STREAMED_CALLS = {
     "layer_norm": lambda x, dy, w: [pynorm.layer_norm(x, w, w)],
     "layer_norm_backward": lambda x, dy, w: list(pynorm.layer_norm_backward(dy, x, w, w)),

@@ -80,7 +80,7 @@ def dyt_backward(
     dtype, dim = be.dtype(x), x.shape[-1]
     w = be.parameter(weight, (dim,), dtype, "weight", fn)
     be.parameter(bias, (dim,), dtype, "bias", fn)  # checked; only its presence matters
-    dx, dx_rows, _ = be.output(x, None, fn)
+    dx, dx_rows, _ = be.output(x, None, fn, inputs=(dy,))
     dalpha = be.empty((1,), _array.accumulate_dtype(dtype))
     dweight = be.empty((dim,), dtype) if w is not None else None
     dbias = be.empty((dim,), dtype) if bias is not None else None

@@ -131,7 +131,7 @@ def _backward(fn, dy, x, weight, bias, eps, center, scale, mean, rstd, n_threads
     be.parameter(bias, (dim,), dtype, "bias", fn)  # checked; only its presence matters
     mean = be.row_stats(mean, x, "mean", fn) if center else None
     rstd = be.row_stats(rstd, x, "rstd", fn) if scale else None
-    dx, dx_rows, _ = be.output(x, None, fn)
+    dx, dx_rows, _ = be.output(x, None, fn, inputs=(dy,))
     dweight = be.empty((dim,), dtype) if w is not None else None
     dbias = be.empty((dim,), dtype) if bias is not None else None
     x_rows, x_row_stride = be.rows(x)
