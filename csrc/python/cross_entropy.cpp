@@ -2,6 +2,7 @@
 #include "pynorm/cross_entropy.h"
 
 #include "arrays.h"
+#include "registry.h"
 
 namespace pynorm {
 
@@ -19,7 +20,7 @@ const int64_t* labels_of(const py::object& labels, int64_t rows, int64_t classes
 
 }  // namespace
 
-void register_cross_entropy(py::module_& m) {
+PYNORM_BINDINGS(cross_entropy) {
   def_call(
       m, "cross_entropy_forward",
       +[](const py::object& logits, int64_t logits_row_stride, const py::object& labels, const py::object& loss,

@@ -1,9 +1,10 @@
 // pynorm._cuda's DyT calls: the binding of dyt_binding.h on the CUDA backend.
 #include "cuda_common.h"
+#include "registry.h"
 #include "dyt_binding.h"
 
 namespace pynorm {
 
-void register_cuda_dyt(py::module_& m) { bind_dyt<Cuda>(m); }
+PYNORM_BINDINGS(cuda_dyt) { bind_dyt<Cuda>(m); }
 
 }  // namespace pynorm

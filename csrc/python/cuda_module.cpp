@@ -1,13 +1,9 @@
-// pynorm._cuda: the CUDA kernels. One register_cuda_<op>() per op file; no math here.
+// pynorm._cuda: the CUDA kernels. Each op's binding file registers its functions (registry.h);
+// no math here.
 #include <pybind11/pybind11.h>
 
 #include "cuda_common.h"
-
-namespace pynorm {
-void register_cuda_norm(py::module_& m);
-void register_cuda_dyt(py::module_& m);
-void register_cuda_linear_attention(py::module_& m);
-}  // namespace pynorm
+#include "registry.h"
 
 PYBIND11_MODULE(_cuda, m) {
   namespace py = pybind11;
@@ -23,7 +19,5 @@ PYBIND11_MODULE(_cuda, m) {
       },
       "(usable, reason): whether a CUDA device can run the kernels, and why not.");
   m.def("device_count", &pynorm::cuda::device_count, "The number of CUDA devices.");
-  pynorm::register_cuda_norm(m);
-  pynorm::register_cuda_dyt(m);
-  pynorm::register_cuda_linear_attention(m);
+  pynorm::bind_registered(m);
 }

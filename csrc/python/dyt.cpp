@@ -1,9 +1,10 @@
 // pynorm._core's DyT calls: the binding of dyt_binding.h on the CPU backend.
 #include "arrays.h"
+#include "registry.h"
 #include "dyt_binding.h"
 
 namespace pynorm {
 
-void register_dyt(py::module_& m) { bind_dyt<Cpu>(m); }
+PYNORM_BINDINGS(dyt) { bind_dyt<Cpu>(m); }
 
 }  // namespace pynorm

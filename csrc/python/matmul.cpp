@@ -2,6 +2,7 @@
 #include "pynorm/matmul.h"
 
 #include "arrays.h"
+#include "registry.h"
 
 namespace pynorm {
 
@@ -14,7 +15,7 @@ StridedMatrix strided_in(const py::object& o, int64_t rows, int64_t cols, int64_
 
 }  // namespace
 
-void register_matmul(py::module_& m) {
+PYNORM_BINDINGS(matmul) {
   def_call(
       m, "matmul",
       +[](const py::object& a, int64_t a_row_stride, const py::object& b, int64_t b_row_stride, const py::object& add,

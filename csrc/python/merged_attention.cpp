@@ -2,6 +2,7 @@
 #include "pynorm/merged_attention.h"
 
 #include "arrays.h"
+#include "registry.h"
 #include "linear_attention_binding.h"  // matrix_batch, contiguous_matrices
 
 namespace pynorm {
@@ -26,7 +27,7 @@ void set_common(Args& a, int64_t problems, int64_t n, int64_t d, const py::objec
 
 }  // namespace
 
-void register_merged_attention(py::module_& m) {
+PYNORM_BINDINGS(merged_attention) {
   using Strides = std::array<int64_t, 2>;
   def_call(
       m, "merged_attention_forward",

@@ -1,18 +1,13 @@
-// pynorm._core: the CPU kernels. One register_<op>() per op file; no math here.
+// pynorm._core: the CPU kernels. Each op's binding file registers its functions (registry.h);
+// no math here.
 #include <pybind11/stl.h>
 
 #include <stdexcept>
 
 #include "arrays.h"
+#include "registry.h"
 
 namespace pynorm {
-void register_norm(py::module_& m);
-void register_dyt(py::module_& m);
-void register_linear_attention(py::module_& m);
-void register_matmul(py::module_& m);
-void register_merged_attention(py::module_& m);
-void register_softmax_attention(py::module_& m);
-void register_cross_entropy(py::module_& m);
 
 // kDTypes as ((name, code, itemsize, accumulate name), ...): pynorm/_array.py's dtype table.
 py::tuple dtype_table() {
@@ -46,11 +41,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &pynorm::set_num_threads, "n"_a,
         "Threads of a large kernel call (0: OpenMP's default); pynorm.set_num_threads checks n.");
   m.def("get_num_threads", &pynorm::get_num_threads, "The number of threads a large kernel call uses.");
-  pynorm::register_norm(m);
-  pynorm::register_dyt(m);
-  pynorm::register_linear_attention(m);
-  pynorm::register_matmul(m);
-  pynorm::register_merged_attention(m);
-  pynorm::register_softmax_attention(m);
-  pynorm::register_cross_entropy(m);
+  pynorm::bind_registered(m);
 }

@@ -2,13 +2,14 @@
 #include "pynorm/softmax_attention.h"
 
 #include "arrays.h"
+#include "registry.h"
 #include "linear_attention_binding.h"  // set_attention_inputs, set_attention_gradients
 
 namespace pynorm {
 
 using Strides = std::array<int64_t, 2>;
 
-void register_softmax_attention(py::module_& m) {
+PYNORM_BINDINGS(softmax_attention) {
   def_call(
       m, "softmax_attention_forward",
       +[](const py::object& q, const Strides& q_strides, const py::object& k, const Strides& k_strides,
