@@ -1,7 +1,7 @@
 """Speed of pynorm's CUDA kernels beside the GPU's own limit and other GPU implementations.
 
     python -m pynorm.bench_cuda [--ops layer_norm rms_norm dyt linear_attention]
-                                [--dtypes float32 bfloat16] [--json FILE]
+                                [--dtypes float32 bfloat16] [--no-compile] [--json FILE]
 
 For each norm op, pass, shape and dtype it times, in one process and with CUDA events:
 
@@ -27,6 +27,7 @@ import json
 import math
 import statistics
 import sys
+import time
 from typing import Callable, List, Optional
 
 import pynorm
@@ -66,6 +67,54 @@ def gpu_time(fns: List[Callable[[], object]], repeats: int = 50, warmup: int = 5
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
     return statistics.median(times)
+
+
+def kernel_time(fns: List[Callable[[], object]], repeats: int = 20) -> Optional[float]:
+    """Mean device seconds of the kernels one call launches (torch.profiler's CUDA activity):
+    the GPU's share alone, without the host's time to check the arguments and launch, which
+    ``gpu_time`` includes whenever the GPU waits for the host. None if the profiler cannot
+    see the device here."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        fns[0]()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for i in range(repeats):
+                fns[i % len(fns)]()
+            torch.cuda.synchronize()
+        total_us = sum(e.self_device_time_total for e in prof.key_averages())
+    except Exception:
+        return None
+    return total_us / 1e6 / repeats if total_us > 0 else None
+
+
+def call_overhead(repeats: int = 2000) -> dict:
+    """Host microseconds per call on a tiny (1 x 32) float32 CUDA row, where the launch and the
+    argument handling are all there is: pynorm's layer_norm and rms_norm against torch's."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(1, 32, device="cuda")
+    w = torch.ones(32, device="cuda")
+    calls = {
+        "pynorm.layer_norm": lambda: pynorm.layer_norm(x, w, w),
+        "torch layer_norm": lambda: F.layer_norm(x, (32,), w, w),
+        "pynorm.rms_norm": lambda: pynorm.rms_norm(x, w),
+        "torch rms_norm": lambda: F.rms_norm(x, (32,), w),
+    }
+    out = {}
+    for name, fn in calls.items():
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+        out[name] = (time.perf_counter() - t0) / repeats * 1e6
+    return out
 
 
 @dataclasses.dataclass
@@ -115,7 +164,7 @@ def _liger(op: str):
     return None
 
 
-def norm_results(op: str, shape: tuple, dtype_name: str) -> List[Result]:
+def norm_results(op: str, shape: tuple, dtype_name: str, compile_: bool = True) -> List[Result]:
     import torch
     import torch.nn.functional as F
 
@@ -171,16 +220,20 @@ def norm_results(op: str, shape: tuple, dtype_name: str) -> List[Result]:
     if liger is not None:
         liger_forward = (lambda x, w, b: liger(x, w, b, alpha)) if op == "dyt" else liger
     compiled = None
-    try:
-        compiled = torch.compile(torch_forward)
-    except Exception:
-        compiled = None
+    if compile_:  # torch.compile compiles on the first call of each shape: tens of seconds
+        try:
+            compiled = torch.compile(torch_forward)
+        except Exception:
+            compiled = None
 
     results = []
     for pass_, bound in (("forward", 1.0), ("backward", 1.5)):
         seconds = {}
         if pass_ == "forward":
-            seconds["pynorm"] = gpu_time([pynorm_forward(i) for i in range(sets)])
+            fns = [pynorm_forward(i) for i in range(sets)]
+            seconds["pynorm"] = gpu_time(fns)
+            seconds["pynorm kernels"] = kernel_time(fns)
+            seconds["torch kernels"] = kernel_time([(lambda i=i: torch_forward(xs[i], w, b)) for i in range(sets)])
             impls = {"torch": torch_forward, "torch.compile": compiled, "liger": liger_forward}
             for name, f in impls.items():
                 fns = None if f is None else [(lambda i=i, f=f: f(xs[i], w, b)) for i in range(sets)]
@@ -188,7 +241,9 @@ def norm_results(op: str, shape: tuple, dtype_name: str) -> List[Result]:
                     fns = None  # does not run here (e.g. torch.compile without a working Triton)
                 seconds[name] = gpu_time(fns) if fns else None
         else:
-            seconds["pynorm"] = gpu_time([pynorm_backward(i) for i in range(sets)])
+            fns = [pynorm_backward(i) for i in range(sets)]
+            seconds["pynorm"] = gpu_time(fns)
+            seconds["pynorm kernels"] = kernel_time(fns)
             for name, f in {"torch": torch_forward, "torch.compile": compiled, "liger": liger_forward}.items():
                 fns = None
                 if f is not None:
@@ -198,6 +253,8 @@ def norm_results(op: str, shape: tuple, dtype_name: str) -> List[Result]:
                     except Exception:
                         fns = None
                 seconds[name] = gpu_time(fns) if fns else None
+                if name == "torch" and fns:
+                    seconds["torch kernels"] = kernel_time(fns)
         moved = nbytes * (2 if pass_ == "forward" else 3)
         results.append(Result(op, pass_, shape, dtype_name, moved, bound * copy_s, seconds))
     return results
@@ -244,6 +301,7 @@ def attention_results(shape: tuple, dtype_name: str) -> List[Result]:
         seconds = {}
         if pass_ == "forward":
             seconds["pynorm"] = gpu_time([lambda: pynorm.linear_attention(q, k, v, causal=True)])
+            seconds["pynorm kernels"] = kernel_time([lambda: pynorm.linear_attention(q, k, v, causal=True)])
             seconds["torch_chunked"] = gpu_time([lambda: torch_chunked_linear_attention(q, k, v)])
             f = _maybe(lambda: lambda: fla(q, k, v)) if fla else None
             seconds["fla"] = gpu_time([f]) if f else None
@@ -290,6 +348,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", nargs="+", default=["layer_norm", "rms_norm", "dyt", "linear_attention"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles per shape)")
     parser.add_argument("--json", help="write every number to this file")
     args = parser.parse_args(argv)
     reason = unavailable_reason()
@@ -299,6 +358,8 @@ def main(argv=None) -> int:
     import torch
 
     print(f"device: {torch.cuda.get_device_name()}; pynorm cuda: {pynorm.config()['cuda']}")
+    overhead = call_overhead()
+    print("per-call host time, 1x32 float32: " + ", ".join(f"{k} {v:.1f} us" for k, v in overhead.items()))
     results = []
     for op in args.ops:
         for dtype in args.dtypes:
@@ -309,12 +370,13 @@ def main(argv=None) -> int:
                     results += attention_results(shape, dtype)
             else:
                 for shape in NORM_SHAPES:
-                    results += norm_results(op, shape, dtype)
+                    results += norm_results(op, shape, dtype, compile_=not args.no_compile)
             for r in results[-2 * (len(ATTENTION_SHAPES) if op == "linear_attention" else len(NORM_SHAPES)) :]:
                 print(_format(r), flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([r.row() for r in results], f, indent=1)
+            json.dump({"device": torch.cuda.get_device_name(), "call_overhead_us": overhead,
+                       "results": [r.row() for r in results]}, f, indent=1)  # fmt: skip
     return 0
 
 

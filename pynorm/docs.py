@@ -5,7 +5,8 @@
     python -m pynorm.docs --check    # exit 1 if any of them differs from what the JSON gives
 
 Sources: docs/bench_norms.json (``pynorm bench ... --json``: the norm kernels),
-docs/bench.json (the linear-attention and matmul cases), docs/results/*/results.json
+docs/bench.json (the linear-attention and matmul cases), docs/bench_cuda.json
+(``python -m pynorm.bench_cuda --json``: the CUDA kernels), docs/results/*/results.json
 (``pynorm run <experiment> --full``). A README block is the text between
 ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``; nothing between them is typed by
 hand, so no figure in the README or in those pages can drift from its measurement. The test
@@ -162,12 +163,53 @@ def reproductions_headline(root: pathlib.Path) -> str:
     return "\n".join(lines)
 
 
+def cuda_table(data: dict) -> str:
+    """docs/cuda.md's measurements: each norm pass as a fraction of the device's copy bound, the
+    whole call (host included) and the kernels alone, beside torch; linear attention in ms."""
+
+    def cell(row: dict, name: str) -> str:
+        v = row["of_bound"].get(name)
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = [
+        f"Measured on {data['device']} ({data['command']}); {data['provenance']}.",
+        "",
+        "Per call on a 1x32 float32 row (host time): "
+        + ", ".join(f"{k} {v:.0f} us" for k, v in data["call_overhead_us"].items())
+        + ".",
+        "",
+        "| op | pass | shape | dtype | pynorm call | pynorm kernels | torch call | torch kernels |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    attention = []
+    for r in data["results"]:
+        shape = "x".join(map(str, r["shape"]))
+        if r["op"] == "linear_attention":
+            ms = {k: (None if v is None else v * 1e3) for k, v in r["seconds"].items() if k != "flops"}
+            attention.append(
+                f"| {r['pass']} | {shape} | {r['dtype']} | {ms['pynorm']:.2f} | {ms['torch_chunked']:.2f} |"
+            )
+            continue
+        lines.append(
+            f"| {r['op']} | {r['pass']} | {shape} | {r['dtype']} | {cell(r, 'pynorm')} | {cell(r, 'pynorm kernels')}"
+            f" | {cell(r, 'torch')} | {cell(r, 'torch kernels')} |"
+        )
+    lines += ["", "Causal linear attention (ms per call):", ""]
+    lines += [
+        "| pass | shape (batch x heads x tokens x dim) | dtype | pynorm | torch chunked |",
+        "|---|---|---|---:|---:|",
+    ]
+    return "\n".join(lines + attention)
+
+
 def generated(root: pathlib.Path) -> Dict[str, str]:
     """Path (relative to ``root``) -> its generated content; README blocks as 'README.md#NAME'."""
     norms_path, attention_path, results = "docs/bench_norms.json", "docs/bench.json", root / "docs" / "results"
     norms = json.loads((root / norms_path).read_text())
     attention = json.loads((root / attention_path).read_text())
+    cuda = json.loads((root / "docs" / "bench_cuda.json").read_text())
     return {
+        "docs/cuda.md#gpu": cuda_table(cuda),
         "docs/benchmarks.md": benchmarks_page(norms, norms_path, attention, attention_path),
         "docs/reproductions.md": reproductions.page(pathlib.Path("docs/results"), results),
         "README.md#benchmarks": norm_headline(norms) + "\n\n" + attention_headline(attention),
@@ -178,7 +220,7 @@ def generated(root: pathlib.Path) -> Dict[str, str]:
 def _replace_block(text: str, name: str, content: str) -> str:
     pattern = re.compile(rf"(<!-- generated: {re.escape(name)} -->\n)(?:.*?\n)?(<!-- end: {re.escape(name)} -->)", re.S)
     if not pattern.search(text):
-        raise ValueError(f"README.md has no block '<!-- generated: {name} -->' ... '<!-- end: {name} -->'")
+        raise ValueError(f"no block '<!-- generated: {name} -->' ... '<!-- end: {name} -->'")
     return pattern.sub(lambda m: m.group(1) + content + "\n" + m.group(2), text)
 
 

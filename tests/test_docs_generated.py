@@ -34,6 +34,11 @@ def test_check_reports_a_stale_block_and_the_rewrite_fixes_it(tmp_path):
     }
     (tmp_path / "docs" / "bench_norms.json").write_text(json.dumps({"config": {"version": "x"}, "results": [row]}))
     (tmp_path / "docs" / "bench.json").write_text(json.dumps({"config": {}, "linear_attention": []}))
+    cuda_row = {"op": "rms_norm", "pass": "forward", "shape": [8, 16], "dtype": "float32",
+                "seconds": {"pynorm": 1e-5}, "of_bound": {"pynorm": 0.5, "pynorm kernels": 0.875}}  # fmt: skip
+    cuda = {"device": "G", "command": "c", "provenance": "p", "call_overhead_us": {"a": 1.0}, "results": [cuda_row]}
+    (tmp_path / "docs" / "bench_cuda.json").write_text(json.dumps(cuda))
+    (tmp_path / "docs" / "cuda.md").write_text("# CUDA\n<!-- generated: gpu -->\n<!-- end: gpu -->\n")
     result = {
         "name": "layerwise",
         "paper": "P1",
@@ -66,6 +71,9 @@ def test_check_reports_a_stale_block_and_the_rewrite_fixes_it(tmp_path):
         and "| [layerwise](docs/results/layerwise/report.md) | P1 | 1 |" in text
     )
     assert "| majority | P2 | - |" in text  # experiments without a full run say so
+    assert (
+        "| rms_norm | forward | 8x16 | float32 | 0.50 | 0.88 | - | - |" in (tmp_path / "docs" / "cuda.md").read_text()
+    )
     assert docs.main(["--check", "--root", str(tmp_path)], write=messages.append) == 0
 
 

@@ -90,18 +90,73 @@ __global__ void __launch_bounds__(256) sum_partials_kernel(const acc_t<T>* parti
     out1[c - head - dim] = narrow<T>(s);
 }
 
+// The packs of a row each thread of a backward kernel holds in registers: 16 values (4 on the
+// one-element path, where 16 separate loads spill registers), all loaded before the first use
+// (several independent loads in flight per thread) and kept for every later pass; its column
+// sums stay in registers too. The forwards give each thread about kForwardPacks packs and keep
+// the row in shared memory (norm) or stream it (DyT): rows in registers raised their register
+// count, lowered the occupancy and measured slower (an A/B on an H200, docs/cuda.md).
+template <int V> constexpr int kRegPacks = V == 1 ? 4 : 16 / V;
+constexpr int kForwardPacks = 4;
+
 // How many threads work on one row, and how many rows a block holds. A row of `units` packs
-// gets a power of two from 32 (one warp: short rows) to 1024 (one block) threads, about four
-// packs per thread; blocks have at least 256 threads (several rows per block for short rows).
+// gets a power of two from 32 (one warp: short rows) to kMaxThreads threads, enough that each
+// holds at most `per_thread` packs when the row allows; blocks have at least 256 threads
+// (several rows per block for short rows).
 constexpr int kMaxThreads = 512;  // every row kernel is __launch_bounds__(kMaxThreads)
 struct RowLayout {
   int group, rows_per_block, threads;
 };
-inline RowLayout row_layout(int64_t units) {
+inline RowLayout row_layout(int64_t units, int per_thread) {
   int group = 32;
-  while (group < kMaxThreads && int64_t(group) * 4 < units) group *= 2;
+  while (group < kMaxThreads && int64_t(group) * per_thread < units) group *= 2;
   const int threads = group < 256 ? 256 : group;
   return {group, threads / group, threads};
+}
+
+// Calls head(j, i) for this thread's first N packs of a row, i = lane + j * group (the loop is
+// unrolled, so arrays indexed by j stay in registers), and tail(i) for the packs past those
+// (rows longer than kMaxThreads * N packs: one thread per row group then, read again from L2).
+template <int N, class Head, class Tail>
+__device__ __forceinline__ void for_packs(int lane, int group, int64_t packs, Head&& head, Tail&& tail) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const int64_t i = lane + int64_t(j) * group;
+    if (i < packs) head(j, i);
+  }
+  for (int64_t i = lane + int64_t(N) * group; i < packs; i += group) tail(i);
+}
+
+// The end of a backward kernel's row loop: this block's partial sums of the per-column
+// gradients go to workspace row blockIdx.x (`width` columns). Each group holds the sums of its
+// head packs in registers (sums[a][j * V + k] for gradient a, where present[a], at column
+// offset[a] + i * V + k);
+// sums of tail packs are already in the workspace row (only a group that fills the block has a
+// tail). `first` (when has_first) goes to column 0, from the group's lane 0. With several
+// groups per block, their rows are staged in shared memory (stage: rows_per_block * width)
+// and added in group order: a fixed order, the same bits on every run.
+template <class A, int N, int V>
+__device__ __forceinline__ void write_block_partials(const A (&sums)[2][N * V], const int64_t (&offset)[2],
+                                                     const bool (&present)[2], bool has_first, A first, int group,
+                                                     int64_t packs, int64_t width, A* workspace, A* stage) {
+  const int rows_per_block = blockDim.x / group;
+  const int slot = threadIdx.x / group, lane = threadIdx.x % group;
+  A* row = rows_per_block == 1 ? workspace + int64_t(blockIdx.x) * width : stage + int64_t(slot) * width;
+  for_packs<N>(lane, group, packs, [&](int j, int64_t i) {
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+      if (present[a])
+#pragma unroll
+        for (int k = 0; k < V; ++k) row[offset[a] + i * V + k] = sums[a][j * V + k];
+  }, [](int64_t) {});
+  if (has_first && lane == 0) row[0] = first;
+  if (rows_per_block == 1) return;
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
+    A total = stage[c];
+    for (int g = 1; g < rows_per_block; ++g) total += stage[int64_t(g) * width + c];
+    workspace[int64_t(blockIdx.x) * width + c] = total;
+  }
 }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }

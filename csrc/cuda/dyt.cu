@@ -1,6 +1,8 @@
 // DyT on the GPU: y = weight * tanh(alpha * x) + bias, forward and backward (see pynorm/dyt.h;
 // csrc/cpu/dyt.cpp is the CPU twin). Rows are laid out on threads as in norm.cu (a group of
-// threads per row, each thread owning the same packs of columns in every row). The backward
+// threads per row, each thread owning the same packs of columns in every row; the backward
+// loads a thread's first kRegPacks packs together into registers and keeps its column sums
+// there). The backward
 // recomputes tanh from x and evaluates 1 - tanh^2 without cancellation; dalpha, dweight, dbias
 // go through per-block partials summed in a fixed order (no atomics).
 #include "common.cuh"
@@ -66,10 +68,10 @@ template <class T> __global__ void __launch_bounds__(kMaxThreads) dyt_forward_ke
 
 // Partial rows: [dalpha | dweight (if weight) | dbias (if wanted)], width 1 + ...
 template <class T, int V>
-__device__ __forceinline__ void dyt_backward_rows(const DytBackwardArgs& a, int group, bool partials_in_smem,
-                                                  acc_t<T>* workspace, char* smem) {
+__device__ __forceinline__ void dyt_backward_rows(const DytBackwardArgs& a, int group, acc_t<T>* workspace, char* smem) {
   using A = acc_t<T>;
   using P = Pack<T, V>;
+  constexpr int N = kRegPacks<V>;
   const int rows_per_block = blockDim.x / group;
   const int slot = threadIdx.x / group, lane = threadIdx.x % group;
   const int64_t dim = a.dim, packs = dim / V;
@@ -77,25 +79,25 @@ __device__ __forceinline__ void dyt_backward_rows(const DytBackwardArgs& a, int 
   const bool has_weight = weight != nullptr, has_dbias = a.dbias != nullptr;
   const int64_t width = 1 + (has_weight ? dim : 0) + (has_dbias ? dim : 0);
   auto* scratch = reinterpret_cast<Two<A>*>(smem);
-  A* smem_partials = reinterpret_cast<A*>(smem + kScratchBytes);
-  A* partial = partials_in_smem ? smem_partials + int64_t(slot) * width
-                                : workspace + (int64_t(blockIdx.x) * rows_per_block + slot) * width;
-  A* partial_dweight = partial + 1;
-  A* partial_dbias = partial + 1 + (has_weight ? dim : 0);
-  for (int64_t i = lane; i < packs; i += group)
+  // This thread's column sums: [0] dweight, [1] dbias; the tail's in the block's workspace row.
+  A sums[2][N * V] = {};
+  const int64_t offset[2] = {1, 1 + (has_weight ? dim : 0)};
+  const bool present[2] = {has_weight, has_dbias};
+  A* tail_sums = workspace + int64_t(blockIdx.x) * width;
+  for_packs<N>(lane, group, packs, [](int, int64_t) {}, [&](int64_t i) {
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      if (has_weight) partial_dweight[i * V + k] = 0;
-      if (has_dbias) partial_dbias[i * V + k] = 0;
+      if (has_weight) tail_sums[offset[0] + i * V + k] = 0;
+      if (has_dbias) tail_sums[offset[1] + i * V + k] = 0;
     }
+  });
   const A alpha = A(a.alpha);
   A dalpha = 0;
   for (int64_t r = int64_t(blockIdx.x) * rows_per_block + slot; r < a.rows; r += int64_t(gridDim.x) * rows_per_block) {
     const T* x = static_cast<const T*>(a.x) + r * a.x_row_stride;
     const T* dy = static_cast<const T*>(a.dy) + r * a.dy_row_stride;
     T* dx = static_cast<T*>(a.dx) + r * dim;
-    for (int64_t i = lane; i < packs; i += group) {
-      const P xp = load_pack<T, V>(x, i), dyp = load_pack<T, V>(dy, i);
+    auto step = [&](int64_t i, const P& xp, const P& dyp, A* dweight, A* dbias) {
       P w, out;
       if (has_weight) w = load_pack<T, V>(weight, i);
 #pragma unroll
@@ -106,43 +108,45 @@ __device__ __forceinline__ void dyt_backward_rows(const DytBackwardArgs& a, int 
         A g = dyv;
         if (has_weight) {
           g *= widen(w.v[k]);
-          partial_dweight[i * V + k] += dyv * t;
+          dweight[k] += dyv * t;
         }
-        if (has_dbias) partial_dbias[i * V + k] += dyv;
+        if (has_dbias) dbias[k] += dyv;
         const A gs = g * s;
         dalpha += gs * xv;
         out.v[k] = narrow<T>(gs * alpha);
       }
       store_pack<T, V>(dx, i, out);
-    }
+    };
+    P xr[N], dyr[N];  // every load of the row issued before the first use
+    for_packs<N>(lane, group, packs, [&](int j, int64_t i) {
+      xr[j] = load_pack<T, V>(x, i);
+      dyr[j] = load_pack<T, V>(dy, i);
+    }, [](int64_t) {});
+    for_packs<N>(lane, group, packs, [&](int j, int64_t i) { step(i, xr[j], dyr[j], &sums[0][j * V], &sums[1][j * V]); },
+                 [&](int64_t i) {
+                   step(i, load_pack<T, V>(x, i), load_pack<T, V>(dy, i), tail_sums + offset[0] + i * V,
+                        tail_sums + offset[1] + i * V);
+                 });
   }
   dalpha = group_sum(Two<A>{dalpha, 0}, group, scratch).a;
-  if (lane == 0) partial[0] = dalpha;
-  if (partials_in_smem) {  // this block's partial: its groups' sums, in order
-    __syncthreads();
-    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
-      A total = smem_partials[c];
-      for (int g = 1; g < rows_per_block; ++g) total += smem_partials[int64_t(g) * width + c];
-      workspace[int64_t(blockIdx.x) * width + c] = total;
-    }
-  }
+  write_block_partials<A, N, V>(sums, offset, present, true, dalpha, group, packs, width, workspace,
+                                reinterpret_cast<A*>(smem + kScratchBytes));
 }
 
 template <class T>
-__global__ void __launch_bounds__(kMaxThreads) dyt_backward_kernel(DytBackwardArgs a, int group, bool vec, bool partials_in_smem,
-                                    acc_t<T>* workspace) {
+__global__ void __launch_bounds__(kMaxThreads) dyt_backward_kernel(DytBackwardArgs a, int group, bool vec, acc_t<T>* workspace) {
   extern __shared__ __align__(16) char smem[];
   if (vec)
-    dyt_backward_rows<T, kVec<T>>(a, group, partials_in_smem, workspace, smem);
+    dyt_backward_rows<T, kVec<T>>(a, group, workspace, smem);
   else
-    dyt_backward_rows<T, 1>(a, group, partials_in_smem, workspace, smem);
+    dyt_backward_rows<T, 1>(a, group, workspace, smem);
 }
 
 template <class T> const char* forward(const DytForwardArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.dim == 0) return nullptr;
   const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && aligned16(a.x) && aligned16(a.y) &&
                    aligned16(a.weight) && aligned16(a.bias);
-  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim);
+  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim, kForwardPacks);
   const int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
   dyt_forward_kernel<T><<<unsigned(blocks < (1 << 30) ? blocks : (1 << 30)), layout.threads, 0, stream>>>(
       a, layout.group, vec);
@@ -159,26 +163,23 @@ template <class T> const char* backward(const DytBackwardArgs& a, cudaStream_t s
   }
   const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && a.dy_row_stride % kVec<T> == 0 &&
                    aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx) && aligned16(a.weight);
-  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim);
+  const RowLayout layout = vec ? row_layout(a.dim / kVec<T>, kRegPacks<kVec<T>>) : row_layout(a.dim, kRegPacks<1>);
   const int64_t width = 1 + (a.weight ? a.dim : 0) + (a.dbias ? a.dim : 0);
-  const int64_t partial_bytes = int64_t(layout.rows_per_block) * width * int64_t(sizeof(A));
-  const int64_t limit = shared_memory_limit(dyt_backward_kernel<T>, kScratchBytes + 128 * 1024);
-  const bool partials_in_smem = kScratchBytes + partial_bytes <= limit;
-  const int64_t smem = kScratchBytes + (partials_in_smem ? partial_bytes : 0);
+  const int64_t stage_bytes = layout.rows_per_block > 1 ? int64_t(layout.rows_per_block) * width * int64_t(sizeof(A)) : 0;
+  const int64_t smem = kScratchBytes + stage_bytes;
+  if (shared_memory_limit(dyt_backward_kernel<T>, smem) < smem) return "not enough shared memory for the backward's partial sums";
   int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
   if (blocks > kPartialBlocks) blocks = kPartialBlocks;
-  const int64_t n_partials = partials_in_smem ? blocks : blocks * layout.rows_per_block;
   A* workspace = nullptr;
   if (const char* e = error_or_null(
-          cudaMallocAsync(reinterpret_cast<void**>(&workspace), n_partials * width * sizeof(A), stream)))
+          cudaMallocAsync(reinterpret_cast<void**>(&workspace), blocks * width * sizeof(A), stream)))
     return e;
-  dyt_backward_kernel<T><<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, partials_in_smem,
-                                                                               workspace);
+  dyt_backward_kernel<T><<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, workspace);
   const char* e = last_launch_error();
   if (!e) {
     T* first = static_cast<T*>(a.weight ? a.dweight : a.dbias);
     sum_partials_kernel<T><<<unsigned((width + 255) / 256), 256, 0, stream>>>(
-        workspace, n_partials, width, 1, static_cast<A*>(a.dalpha), a.dim, first, static_cast<T*>(a.dbias));
+        workspace, blocks, width, 1, static_cast<A*>(a.dalpha), a.dim, first, static_cast<T*>(a.dbias));
     e = last_launch_error();
   }
   const char* free_error = error_or_null(cudaFreeAsync(workspace, stream));

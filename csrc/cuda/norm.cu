@@ -1,22 +1,75 @@
 // LayerNorm / RMSNorm / projection-only / scaling-only on the GPU: forward and backward, one
 // kernel each (see pynorm/norm.h for the formulas; csrc/cpu/norm.cpp is the CPU twin).
 //
-// A group of threads -- one warp for short rows, up to a whole block -- owns a row. Each thread
-// owns the same packs of columns in every row (pack i for i = lane, lane + group, ...), and keeps
-// the packs it loaded in a shared-memory row cache that only it reads back, so x (and dy) are
-// read from global memory once and no barrier guards the cache. Rows too long for shared memory
-// are read again (from L2) instead. Loads are 16 bytes wide when every pointer and the row
-// stride allow it, one element otherwise. Statistics are two-pass on the cached row (the mean,
-// then the centred squares with the compensation term, as on the CPU).
+// A group of threads -- one warp for short rows, up to kMaxThreads -- owns a row. Each thread
+// owns the same packs of columns in every row (pack i = lane + j * group). Loads are 16 bytes
+// wide when every pointer and the row stride allow it, one element otherwise. Statistics are
+// two-pass (the mean, then the centred squares with the compensation term, as on the CPU), and
+// every thread adds its packs in increasing i, so the backward's recompute gives the forward's
+// bits.
 //
-// The backward writes dweight / dbias partials per block (kPartialBlocks blocks over a fixed
-// partition of the rows, accumulated in shared memory when they fit, else in the workspace),
-// and sum_partials_kernel adds them in a fixed order: no atomics, the same bits on every run.
+// The forward keeps the packs a thread loaded in a shared-memory row cache that only it reads
+// back (x is read from global memory once, no barrier guards the cache); rows too long for
+// shared memory are read again (from L2).
+//
+// The backward holds each thread's first kRegPacks packs of x and dy in registers, loaded
+// together, and its dweight / dbias sums in registers too (a long row's tail is read again and
+// its sums kept in the block's workspace row). It writes one partial row per block
+// (kPartialBlocks blocks over a fixed partition of the rows), and sum_partials_kernel adds them
+// in a fixed order: no atomics, the same bits on every run.
+
 #include "common.cuh"
 
 namespace pynorm {
 namespace cuda {
 namespace {
+
+template <class T, int V> __device__ __forceinline__ acc_t<T> pack_sum(const Pack<T, V>& p) {
+  acc_t<T> s = 0;
+#pragma unroll
+  for (int k = 0; k < V; ++k) s += widen(p.v[k]);
+  return s;
+}
+
+// mean and rstd of the row x (this thread's head packs already in xr); every thread of the
+// block calls it (the group sums synchronise), inactive ones with active = false.
+template <class T, int V, int N>
+__device__ __forceinline__ Two<acc_t<T>> row_stats(const T* x, const Pack<T, V> (&xr)[N], bool active, int lane,
+                                                   int group, int64_t dim, bool center, bool scale, double eps,
+                                                   Two<acc_t<T>>* scratch) {
+  using A = acc_t<T>;
+  const int64_t packs = dim / V;
+  A sum = 0;
+  if (active)
+    for_packs<N>(lane, group, packs, [&](int j, int64_t) { sum += pack_sum(xr[j]); },
+                 [&](int64_t i) { sum += pack_sum(load_pack<T, V>(x, i)); });
+  A mean = 0, rstd = 1;
+  if (center) mean = group_sum(Two<A>{sum, 0}, group, scratch).a / A(dim);
+  if (scale) {
+    // Centred squares; sum(d) corrects the rounding of the mean (it is ~0).
+    Two<A> s = {0, 0};
+    auto add = [&](const Pack<T, V>& p) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const A d = widen(p.v[k]) - mean;
+        s.a += d;
+        s.b += d * d;
+      }
+    };
+    if (active)
+      for_packs<N>(lane, group, packs, [&](int j, int64_t) { add(xr[j]); },
+                   [&](int64_t i) { add(load_pack<T, V>(x, i)); });
+    s = group_sum(s, group, scratch);
+    A squares = s.b;
+    if (center) {
+      squares -= s.a * s.a / A(dim);
+      mean += s.a / A(dim);
+      if (squares < 0) squares = 0;
+    }
+    rstd = A(1) / sqrt(squares / A(dim) + A(eps));
+  }
+  return {mean, rstd};
+}
 
 template <class T, int V>
 __device__ __forceinline__ void norm_forward_rows(const NormForwardArgs& a, int group, bool cache, char* smem) {
@@ -104,10 +157,10 @@ template <class T> __global__ void __launch_bounds__(kMaxThreads) norm_forward_k
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight, xhat = (x - mu) * rstd;
 // without centring mean(g) is dropped, without scaling rstd = 1 and the xhat term too.
 template <class T, int V>
-__device__ __forceinline__ void norm_backward_rows(const NormBackwardArgs& a, int group, bool cache,
-                                                   bool partials_in_smem, acc_t<T>* workspace, char* smem) {
+__device__ __forceinline__ void norm_backward_rows(const NormBackwardArgs& a, int group, acc_t<T>* workspace, char* smem) {
   using A = acc_t<T>;
   using P = Pack<T, V>;
+  constexpr int N = kRegPacks<V>;
   const int rows_per_block = blockDim.x / group;
   const int slot = threadIdx.x / group, lane = threadIdx.x % group;
   const int64_t dim = a.dim, packs = dim / V;
@@ -115,22 +168,19 @@ __device__ __forceinline__ void norm_backward_rows(const NormBackwardArgs& a, in
   const bool has_weight = weight != nullptr, has_dbias = a.dbias != nullptr;
   const int64_t width = (has_weight ? dim : 0) + (has_dbias ? dim : 0);
   auto* scratch = reinterpret_cast<Two<A>*>(smem);
-  A* smem_partials = reinterpret_cast<A*>(smem + kScratchBytes);
-  // This group's partial sums: [dweight (if weight) | dbias (if wanted)].
-  A* partial = partials_in_smem ? smem_partials + int64_t(slot) * width
-                                : workspace + (int64_t(blockIdx.x) * rows_per_block + slot) * width;
-  T* x_cache = reinterpret_cast<T*>(reinterpret_cast<char*>(smem_partials) +
-                                    (partials_in_smem ? int64_t(rows_per_block) * width * int64_t(sizeof(A)) : 0)) +
-               int64_t(slot) * 2 * dim;
-  T* dy_cache = x_cache + dim;
-  A* partial_dweight = partial;
-  A* partial_dbias = partial + (has_weight ? dim : 0);
-  for (int64_t i = lane; i < packs; i += group)
+  // This thread's column sums: [0] dweight (if weight), [1] dbias (if wanted); the tail's in
+  // the block's workspace row [dweight | dbias].
+  A sums[2][N * V] = {};
+  const int64_t offset[2] = {0, has_weight ? dim : 0};
+  const bool present[2] = {has_weight, has_dbias};
+  A* tail_sums = workspace + int64_t(blockIdx.x) * width;
+  for_packs<N>(lane, group, packs, [](int, int64_t) {}, [&](int64_t i) {
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      if (has_weight) partial_dweight[i * V + k] = 0;
-      if (has_dbias) partial_dbias[i * V + k] = 0;
+      if (has_weight) tail_sums[offset[0] + i * V + k] = 0;
+      if (has_dbias) tail_sums[offset[1] + i * V + k] = 0;
     }
+  });
   const bool saved_stats = !((a.center && !a.mean) || (a.scale && !a.rstd));
   for (int64_t first = int64_t(blockIdx.x) * rows_per_block; first < a.rows;
        first += int64_t(gridDim.x) * rows_per_block) {
@@ -138,78 +188,53 @@ __device__ __forceinline__ void norm_backward_rows(const NormBackwardArgs& a, in
     const bool active = r < a.rows;
     const T* x = static_cast<const T*>(a.x) + (active ? r : 0) * a.x_row_stride;
     const T* dy = static_cast<const T*>(a.dy) + (active ? r : 0) * a.dy_row_stride;
-    const T* x_row = cache ? x_cache : x;
-    const T* dy_row = cache ? dy_cache : dy;
+    P xr[N], dyr[N];
+    if (active)
+      for_packs<N>(lane, group, packs, [&](int j, int64_t i) {
+        xr[j] = load_pack<T, V>(x, i);
+        dyr[j] = load_pack<T, V>(dy, i);
+      }, [](int64_t) {});
     A mean = 0, rstd = 1;
-    bool x_cached = false;
     if (saved_stats) {
       if (active && a.center) mean = static_cast<const A*>(a.mean)[r];
       if (active && a.scale) rstd = static_cast<const A*>(a.rstd)[r];
     } else {  // recompute them exactly as the forward does
-      A sum = 0;
-      if (active)
-        for (int64_t i = lane; i < packs; i += group) {
-          const P p = load_pack<T, V>(x, i);
-          if (cache) store_pack<T, V>(x_cache, i, p);
-#pragma unroll
-          for (int k = 0; k < V; ++k) sum += widen(p.v[k]);
-        }
-      x_cached = cache;
-      if (a.center) mean = group_sum(Two<A>{sum, 0}, group, scratch).a / A(dim);
-      if (a.scale) {
-        Two<A> s = {0, 0};
-        if (active)
-          for (int64_t i = lane; i < packs; i += group) {
-            const P p = load_pack<T, V>(x_row, i);
-#pragma unroll
-            for (int k = 0; k < V; ++k) {
-              const A d = widen(p.v[k]) - mean;
-              s.a += d;
-              s.b += d * d;
-            }
-          }
-        s = group_sum(s, group, scratch);
-        A squares = s.b;
-        if (a.center) {
-          squares -= s.a * s.a / A(dim);
-          mean += s.a / A(dim);
-          if (squares < 0) squares = 0;
-        }
-        rstd = A(1) / sqrt(squares / A(dim) + A(a.eps));
-      }
+      const Two<A> stats = row_stats<T, V, N>(x, xr, active, lane, group, dim, a.center, a.scale, a.eps, scratch);
+      mean = stats.a;
+      rstd = stats.b;
     }
-    // Pass 1: sums of g and g * xhat; the parameter partials.
+    // Sums of g and g * xhat; the parameter sums.
     Two<A> s = {0, 0};
+    auto accumulate = [&](const P& xp, const P& dyp, const P& w, A* dweight, A* dbias) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const A dyv = widen(dyp.v[k]);
+        const A xhat = (widen(xp.v[k]) - mean) * rstd;
+        const A g = has_weight ? dyv * widen(w.v[k]) : dyv;
+        s.a += g;
+        s.b += g * xhat;
+        if (has_weight) dweight[k] += dyv * xhat;
+        if (has_dbias) dbias[k] += dyv;
+      }
+    };
     if (active)
-      for (int64_t i = lane; i < packs; i += group) {
-        const P xp = load_pack<T, V>(x_cached ? x_cache : x, i);
-        const P dyp = load_pack<T, V>(dy, i);
-        if (cache) {
-          if (!x_cached) store_pack<T, V>(x_cache, i, xp);
-          store_pack<T, V>(dy_cache, i, dyp);
-        }
+      for_packs<N>(lane, group, packs, [&](int j, int64_t i) {
         P w;
         if (has_weight) w = load_pack<T, V>(weight, i);
-#pragma unroll
-        for (int k = 0; k < V; ++k) {
-          const A dyv = widen(dyp.v[k]);
-          const A xhat = (widen(xp.v[k]) - mean) * rstd;
-          const A g = has_weight ? dyv * widen(w.v[k]) : dyv;
-          s.a += g;
-          s.b += g * xhat;
-          if (has_weight) partial_dweight[i * V + k] += dyv * xhat;
-          if (has_dbias) partial_dbias[i * V + k] += dyv;
-        }
-      }
+        accumulate(xr[j], dyr[j], w, &sums[0][j * V], &sums[1][j * V]);
+      }, [&](int64_t i) {
+        P w;
+        if (has_weight) w = load_pack<T, V>(weight, i);
+        accumulate(load_pack<T, V>(x, i), load_pack<T, V>(dy, i), w, tail_sums + offset[0] + i * V,
+                   tail_sums + offset[1] + i * V);
+      });
     s = group_sum(s, group, scratch);
     if (!active) continue;
     const A mean_g = a.center ? s.a / A(dim) : A(0);
     const A mean_gx = s.b / A(dim);
-    // Pass 2: dx.
+    // dx.
     T* dx = static_cast<T*>(a.dx) + r * dim;
-    for (int64_t i = lane; i < packs; i += group) {
-      const P xp = load_pack<T, V>(x_row, i);
-      const P dyp = load_pack<T, V>(dy_row, i);
+    auto write = [&](int64_t i, const P& xp, const P& dyp) {
       P w, out;
       if (has_weight) w = load_pack<T, V>(weight, i);
 #pragma unroll
@@ -226,26 +251,22 @@ __device__ __forceinline__ void norm_backward_rows(const NormBackwardArgs& a, in
         out.v[k] = narrow<T>(v);
       }
       store_pack<T, V>(dx, i, out);
-    }
+    };
+    for_packs<N>(lane, group, packs, [&](int j, int64_t i) { write(i, xr[j], dyr[j]); },
+                 [&](int64_t i) { write(i, load_pack<T, V>(x, i), load_pack<T, V>(dy, i)); });
   }
-  if (partials_in_smem && width > 0) {  // this block's partial: its groups' sums, in order
-    __syncthreads();
-    for (int64_t c = threadIdx.x; c < width; c += blockDim.x) {
-      A total = smem_partials[c];
-      for (int g = 1; g < rows_per_block; ++g) total += smem_partials[int64_t(g) * width + c];
-      workspace[int64_t(blockIdx.x) * width + c] = total;
-    }
-  }
+  if (width > 0)
+    write_block_partials<A, N, V>(sums, offset, present, false, A(0), group, packs, width,
+                                  workspace, reinterpret_cast<A*>(smem + kScratchBytes));
 }
 
 template <class T>
-__global__ void __launch_bounds__(kMaxThreads) norm_backward_kernel(NormBackwardArgs a, int group, bool vec, bool cache, bool partials_in_smem,
-                                     acc_t<T>* workspace) {
+__global__ void __launch_bounds__(kMaxThreads) norm_backward_kernel(NormBackwardArgs a, int group, bool vec, acc_t<T>* workspace) {
   extern __shared__ __align__(16) char smem[];
   if (vec)
-    norm_backward_rows<T, kVec<T>>(a, group, cache, partials_in_smem, workspace, smem);
+    norm_backward_rows<T, kVec<T>>(a, group, workspace, smem);
   else
-    norm_backward_rows<T, 1>(a, group, cache, partials_in_smem, workspace, smem);
+    norm_backward_rows<T, 1>(a, group, workspace, smem);
 }
 
 constexpr int64_t kCacheBudget = 96 * 1024;  // shared memory per block worth spending on the row cache
@@ -254,7 +275,7 @@ template <class T> const char* forward(const NormForwardArgs& a, cudaStream_t st
   if (a.rows == 0 || a.dim == 0) return nullptr;
   const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && aligned16(a.x) && aligned16(a.y) &&
                    aligned16(a.weight) && aligned16(a.bias);
-  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim);
+  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim, kForwardPacks);
   const int64_t cache_bytes = int64_t(layout.rows_per_block) * a.dim * int64_t(sizeof(T));
   const int64_t limit = shared_memory_limit(norm_forward_kernel<T>, kScratchBytes + kCacheBudget);
   const bool cache = kScratchBytes + cache_bytes <= limit;
@@ -275,30 +296,25 @@ template <class T> const char* backward(const NormBackwardArgs& a, cudaStream_t 
   }
   const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && a.dy_row_stride % kVec<T> == 0 &&
                    aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx) && aligned16(a.weight);
-  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim);
+  const RowLayout layout = vec ? row_layout(a.dim / kVec<T>, kRegPacks<kVec<T>>) : row_layout(a.dim, kRegPacks<1>);
   const int64_t width = (a.weight ? a.dim : 0) + (a.dbias ? a.dim : 0);
-  const int64_t partial_bytes = int64_t(layout.rows_per_block) * width * int64_t(sizeof(A));
-  const int64_t cache_bytes = int64_t(layout.rows_per_block) * 2 * a.dim * int64_t(sizeof(T));
-  const int64_t limit = shared_memory_limit(norm_backward_kernel<T>, kScratchBytes + 2 * kCacheBudget);
-  const bool partials_in_smem = kScratchBytes + partial_bytes <= limit;
-  const bool cache = partials_in_smem && kScratchBytes + partial_bytes + cache_bytes <= limit;
-  const int64_t smem = kScratchBytes + (partials_in_smem ? partial_bytes : 0) + (cache ? cache_bytes : 0);
+  const int64_t stage_bytes = layout.rows_per_block > 1 ? int64_t(layout.rows_per_block) * width * int64_t(sizeof(A)) : 0;
+  const int64_t smem = kScratchBytes + stage_bytes;
+  if (shared_memory_limit(norm_backward_kernel<T>, smem) < smem) return "not enough shared memory for the backward's partial sums";
   int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
   if (blocks > kPartialBlocks) blocks = kPartialBlocks;
-  const int64_t n_partials = partials_in_smem ? blocks : blocks * layout.rows_per_block;
   A* workspace = nullptr;
   if (width > 0) {
     if (const char* e = error_or_null(cudaMallocAsync(reinterpret_cast<void**>(&workspace),
-                                                      n_partials * width * sizeof(A), stream)))
+                                                      blocks * width * sizeof(A), stream)))
       return e;
   }
-  norm_backward_kernel<T><<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, cache,
-                                                                                partials_in_smem, workspace);
+  norm_backward_kernel<T><<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, workspace);
   const char* e = last_launch_error();
   if (!e && width > 0) {
     T* first = static_cast<T*>(a.weight ? a.dweight : a.dbias);
     sum_partials_kernel<T><<<unsigned((width + 255) / 256), 256, 0, stream>>>(
-        workspace, n_partials, width, 0, nullptr, a.dim, first, static_cast<T*>(a.dbias));
+        workspace, blocks, width, 0, nullptr, a.dim, first, static_cast<T*>(a.dbias));
     e = last_launch_error();
   }
   if (workspace) {
