@@ -183,6 +183,65 @@ inline const char* last_launch_error() { return error_or_null(cudaGetLastError()
 constexpr int64_t kPartialBlocks = 256;
 constexpr int64_t kScratchBytes = 32 * sizeof(Two<double>);  // group_sum's scratch, 16-byte aligned size
 
+// A forward row kernel's launch shape: 16-byte packs when the dimension, x's row stride and
+// every pointer allow them, about kForwardPacks packs per thread, a block per rows_per_block
+// rows (grid-stride past 2^30 blocks).
+struct ForwardLaunch {
+  bool vec;
+  RowLayout layout;
+  unsigned blocks;
+};
+template <class T, class Args> inline ForwardLaunch forward_launch(const Args& a) {
+  const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && aligned16(a.x) && aligned16(a.y) &&
+                   aligned16(a.weight) && aligned16(a.bias);
+  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim, kForwardPacks);
+  const int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
+  return {vec, layout, unsigned(blocks < (1 << 30) ? blocks : (1 << 30))};
+}
+
+// The host side of a backward row kernel with column sums (norm.cu, dyt.cu): `a` has rows,
+// dim, x, dy, dx, weight, dweight, dbias and the row strides; `kernel(a, group, vec, workspace)`
+// writes one partial row per block, [head columns | dweight (if weight) | dbias (if wanted)],
+// and sum_partials_kernel adds them in order into head_out (head accumulate-type values, e.g.
+// DyT's dalpha), dweight and dbias. Blocks: at most kPartialBlocks, over a fixed partition of
+// the rows. An empty input zeroes what it would have summed.
+template <class T, class Args, class Kernel>
+const char* backward_with_partials(const Args& a, Kernel kernel, int64_t head, void* head_out, cudaStream_t stream) {
+  using A = acc_t<T>;
+  if (a.rows == 0 || a.dim == 0) {
+    const char* e = head ? error_or_null(cudaMemsetAsync(head_out, 0, head * sizeof(A), stream)) : nullptr;
+    if (!e && a.dweight) e = error_or_null(cudaMemsetAsync(a.dweight, 0, a.dim * sizeof(T), stream));
+    if (!e && a.dbias) e = error_or_null(cudaMemsetAsync(a.dbias, 0, a.dim * sizeof(T), stream));
+    return e;
+  }
+  const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && a.dy_row_stride % kVec<T> == 0 &&
+                   aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx) && aligned16(a.weight);
+  const RowLayout layout = vec ? row_layout(a.dim / kVec<T>, kRegPacks<kVec<T>>) : row_layout(a.dim, kRegPacks<1>);
+  const int64_t width = head + (a.weight ? a.dim : 0) + (a.dbias ? a.dim : 0);
+  const int64_t stage_bytes = layout.rows_per_block > 1 ? int64_t(layout.rows_per_block) * width * int64_t(sizeof(A)) : 0;
+  const int64_t smem = kScratchBytes + stage_bytes;
+  if (shared_memory_limit(kernel, smem) < smem) return "not enough shared memory for the backward's partial sums";
+  int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
+  if (blocks > kPartialBlocks) blocks = kPartialBlocks;
+  A* workspace = nullptr;
+  if (width == 0) {
+    kernel<<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, workspace);
+    return last_launch_error();
+  }
+  if (const char* e = error_or_null(cudaMallocAsync(reinterpret_cast<void**>(&workspace), blocks * width * sizeof(A), stream)))
+    return e;
+  kernel<<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, workspace);
+  const char* e = last_launch_error();
+  if (!e) {
+    T* first = static_cast<T*>(a.weight ? a.dweight : a.dbias);
+    sum_partials_kernel<T><<<unsigned((width + 255) / 256), 256, 0, stream>>>(
+        workspace, blocks, width, head, static_cast<A*>(head_out), a.dim, first, static_cast<T*>(a.dbias));
+    e = last_launch_error();
+  }
+  const char* free_error = error_or_null(cudaFreeAsync(workspace, stream));
+  return e ? e : free_error;
+}
+
 // Calls launch(T{}) with the CUDA storage type of `dtype`; returns its error message (or null).
 template <class Launch> inline const char* with_storage_type(DType dtype, Launch&& launch) {
   switch (dtype) {

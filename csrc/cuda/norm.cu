@@ -271,67 +271,29 @@ __global__ void __launch_bounds__(kMaxThreads) norm_backward_kernel(NormBackward
 
 constexpr int64_t kCacheBudget = 96 * 1024;  // shared memory per block worth spending on the row cache
 
-template <class T> const char* forward(const NormForwardArgs& a, cudaStream_t stream) {
-  if (a.rows == 0 || a.dim == 0) return nullptr;
-  const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && aligned16(a.x) && aligned16(a.y) &&
-                   aligned16(a.weight) && aligned16(a.bias);
-  const RowLayout layout = row_layout(vec ? a.dim / kVec<T> : a.dim, kForwardPacks);
-  const int64_t cache_bytes = int64_t(layout.rows_per_block) * a.dim * int64_t(sizeof(T));
-  const int64_t limit = shared_memory_limit(norm_forward_kernel<T>, kScratchBytes + kCacheBudget);
-  const bool cache = kScratchBytes + cache_bytes <= limit;
-  const int64_t smem = kScratchBytes + (cache ? cache_bytes : 0);
-  const int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
-  norm_forward_kernel<T><<<unsigned(blocks < (1 << 30) ? blocks : (1 << 30)), layout.threads, smem, stream>>>(
-      a, layout.group, vec, cache);
-  return last_launch_error();
-}
-
-template <class T> const char* backward(const NormBackwardArgs& a, cudaStream_t stream) {
-  using A = acc_t<T>;
-  if (a.rows == 0 || a.dim == 0) {  // empty: the parameter gradients are zero sums
-    const char* e = nullptr;
-    if (a.dweight) e = error_or_null(cudaMemsetAsync(a.dweight, 0, a.dim * sizeof(T), stream));
-    if (!e && a.dbias) e = error_or_null(cudaMemsetAsync(a.dbias, 0, a.dim * sizeof(T), stream));
-    return e;
-  }
-  const bool vec = a.dim % kVec<T> == 0 && a.x_row_stride % kVec<T> == 0 && a.dy_row_stride % kVec<T> == 0 &&
-                   aligned16(a.x) && aligned16(a.dy) && aligned16(a.dx) && aligned16(a.weight);
-  const RowLayout layout = vec ? row_layout(a.dim / kVec<T>, kRegPacks<kVec<T>>) : row_layout(a.dim, kRegPacks<1>);
-  const int64_t width = (a.weight ? a.dim : 0) + (a.dbias ? a.dim : 0);
-  const int64_t stage_bytes = layout.rows_per_block > 1 ? int64_t(layout.rows_per_block) * width * int64_t(sizeof(A)) : 0;
-  const int64_t smem = kScratchBytes + stage_bytes;
-  if (shared_memory_limit(norm_backward_kernel<T>, smem) < smem) return "not enough shared memory for the backward's partial sums";
-  int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
-  if (blocks > kPartialBlocks) blocks = kPartialBlocks;
-  A* workspace = nullptr;
-  if (width > 0) {
-    if (const char* e = error_or_null(cudaMallocAsync(reinterpret_cast<void**>(&workspace),
-                                                      blocks * width * sizeof(A), stream)))
-      return e;
-  }
-  norm_backward_kernel<T><<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, workspace);
-  const char* e = last_launch_error();
-  if (!e && width > 0) {
-    T* first = static_cast<T*>(a.weight ? a.dweight : a.dbias);
-    sum_partials_kernel<T><<<unsigned((width + 255) / 256), 256, 0, stream>>>(
-        workspace, blocks, width, 0, nullptr, a.dim, first, static_cast<T*>(a.dbias));
-    e = last_launch_error();
-  }
-  if (workspace) {
-    const char* free_error = error_or_null(cudaFreeAsync(workspace, stream));
-    if (!e) e = free_error;
-  }
-  return e;
-}
-
 }  // namespace
 
 const char* norm_forward(const NormForwardArgs& a, DType dtype, void* stream) {
-  return with_storage_type(dtype, [&](auto t) { return forward<decltype(t)>(a, static_cast<cudaStream_t>(stream)); });
+  if (a.rows == 0 || a.dim == 0) return nullptr;
+  return with_storage_type(dtype, [&](auto t) {
+    using T = decltype(t);
+    const ForwardLaunch l = forward_launch<T>(a);
+    // The row cache, where it fits in the shared memory worth spending on it.
+    const int64_t cache_bytes = int64_t(l.layout.rows_per_block) * a.dim * int64_t(sizeof(T));
+    const int64_t limit = shared_memory_limit(norm_forward_kernel<T>, kScratchBytes + kCacheBudget);
+    const bool cache = kScratchBytes + cache_bytes <= limit;
+    const int64_t smem = kScratchBytes + (cache ? cache_bytes : 0);
+    norm_forward_kernel<T><<<l.blocks, l.layout.threads, smem, static_cast<cudaStream_t>(stream)>>>(a, l.layout.group,
+                                                                                                  l.vec, cache);
+    return last_launch_error();
+  });
 }
 
 const char* norm_backward(const NormBackwardArgs& a, DType dtype, void* stream) {
-  return with_storage_type(dtype, [&](auto t) { return backward<decltype(t)>(a, static_cast<cudaStream_t>(stream)); });
+  return with_storage_type(dtype, [&](auto t) {
+    using T = decltype(t);
+    return backward_with_partials<T>(a, norm_backward_kernel<T>, 0, nullptr, static_cast<cudaStream_t>(stream));
+  });
 }
 
 }  // namespace cuda
