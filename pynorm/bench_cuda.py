@@ -233,13 +233,14 @@ def norm_results(op: str, shape: tuple, dtype_name: str, compile_: bool = True) 
             fns = [pynorm_forward(i) for i in range(sets)]
             seconds["pynorm"] = gpu_time(fns)
             seconds["pynorm kernels"] = kernel_time(fns)
-            seconds["torch kernels"] = kernel_time([(lambda i=i: torch_forward(xs[i], w, b)) for i in range(sets)])
             impls = {"torch": torch_forward, "torch.compile": compiled, "liger": liger_forward}
             for name, f in impls.items():
                 fns = None if f is None else [(lambda i=i, f=f: f(xs[i], w, b)) for i in range(sets)]
                 if fns is not None and _maybe(lambda fns=fns: fns[0]) is None:
                     fns = None  # does not run here (e.g. torch.compile without a working Triton)
                 seconds[name] = gpu_time(fns) if fns else None
+                if name == "torch" and fns:
+                    seconds["torch kernels"] = kernel_time(fns)
         else:
             fns = [pynorm_backward(i) for i in range(sets)]
             seconds["pynorm"] = gpu_time(fns)

@@ -130,9 +130,8 @@ __device__ __forceinline__ void for_packs(int lane, int group, int64_t packs, He
 // The end of a backward kernel's row loop: this block's partial sums of the per-column
 // gradients go to workspace row blockIdx.x (`width` columns). Each group holds the sums of its
 // head packs in registers (sums[a][j * V + k] for gradient a, where present[a], at column
-// offset[a] + i * V + k);
-// sums of tail packs are already in the workspace row (only a group that fills the block has a
-// tail). `first` (when has_first) goes to column 0, from the group's lane 0. With several
+// offset[a] + i * V + k); sums of tail packs are already in the workspace row (only a group
+// that fills the block has a tail). `first` (when has_first) goes to column 0, from the group's lane 0. With several
 // groups per block, their rows are staged in shared memory (stage: rows_per_block * width)
 // and added in group order: a fixed order, the same bits on every run.
 template <class A, int N, int V>
@@ -223,23 +222,23 @@ const char* backward_with_partials(const Args& a, Kernel kernel, int64_t head, v
   if (shared_memory_limit(kernel, smem) < smem) return "not enough shared memory for the backward's partial sums";
   int64_t blocks = (a.rows + layout.rows_per_block - 1) / layout.rows_per_block;
   if (blocks > kPartialBlocks) blocks = kPartialBlocks;
-  A* workspace = nullptr;
-  if (width == 0) {
-    kernel<<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, workspace);
-    return last_launch_error();
-  }
-  if (const char* e = error_or_null(cudaMallocAsync(reinterpret_cast<void**>(&workspace), blocks * width * sizeof(A), stream)))
-    return e;
+  A* workspace = nullptr;  // none when nothing is summed (a norm without weight and dbias)
+  if (width > 0)
+    if (const char* e = error_or_null(cudaMallocAsync(reinterpret_cast<void**>(&workspace), blocks * width * sizeof(A), stream)))
+      return e;
   kernel<<<unsigned(blocks), layout.threads, smem, stream>>>(a, layout.group, vec, workspace);
   const char* e = last_launch_error();
-  if (!e) {
+  if (!e && width > 0) {
     T* first = static_cast<T*>(a.weight ? a.dweight : a.dbias);
     sum_partials_kernel<T><<<unsigned((width + 255) / 256), 256, 0, stream>>>(
         workspace, blocks, width, head, static_cast<A*>(head_out), a.dim, first, static_cast<T*>(a.dbias));
     e = last_launch_error();
   }
-  const char* free_error = error_or_null(cudaFreeAsync(workspace, stream));
-  return e ? e : free_error;
+  if (workspace) {
+    const char* free_error = error_or_null(cudaFreeAsync(workspace, stream));
+    if (!e) e = free_error;
+  }
+  return e;
 }
 
 // Calls launch(T{}) with the CUDA storage type of `dtype`; returns its error message (or null).
