@@ -122,25 +122,6 @@ NONCONTIGUOUS_OUT = _accepts(
 BIG_ENDIAN_INPUTS = _accepts(lambda: pynorm.layer_norm(_probe_x.astype(">f4")), [">f4", "byte order"])
 
 
-def _norm_range_handled(magnitude, eps):
-    """Whether float32 LayerNorm and RMSNorm of rows of this magnitude give the float64 answer
-    (x^2 overflows float32 from |x| ~ 1.8e19 and underflows below ~1e-19: see
-    test_bug_norm_float32_range)."""
-    x = np.float32(magnitude) * np.array([[1.0, -2.0, 3.0, 0.5]], np.float32)
-    for center in (True, False):
-        got = pynorm.layer_norm(x, eps=eps, center=center)
-        want = reference.layer_norm(x, None, None, eps, center, True, np.zeros(x.shape))[0]
-        if not np.allclose(got, want, rtol=1e-5, atol=1e-5):
-            return False
-    return True
-
-
-# Value ranges the float32-accumulated norms mishandle today (bugs found by this campaign, each
-# with a regular test below): the campaign keeps norm inputs inside the range the kernels handle
-# until the probe sees them fixed, then draws the full range automatically.
-NORM_HUGE_FLOAT32 = _norm_range_handled(1e30, 1e-5)
-NORM_TINY_FLOAT32_EPS0 = _norm_range_handled(1e-30, 0.0)
-
 # ------------------------------------------------------------------------------------------
 # Values
 # ------------------------------------------------------------------------------------------
@@ -161,7 +142,6 @@ HUGE = {"float64": 1e100, "float32": 1e30, "bfloat16": 1e30, "float16": 1e4}
 TINY = {"float64": 1e-100, "float32": 1e-30, "bfloat16": 1e-30, "float16": 1e-3}
 DENORMAL = {"float64": 1e-310, "float32": 1e-40, "bfloat16": 1e-40, "float16": 1e-6}
 LARGE_MEAN = {"float64": 1e4, "float32": 1e4, "bfloat16": 1e2, "float16": 1e2}
-NORM_SAFE = (1e15, 1e-15)  # float32 norms: |x|^2 * dim stays inside float32 (see NORM_HUGE_FLOAT32)
 
 
 def magnitudes(dtype_name, family, degree=1, count=1, eps=None):
@@ -172,11 +152,6 @@ def magnitudes(dtype_name, family, degree=1, count=1, eps=None):
     partial sum stay normal numbers of pynorm's arithmetic type and of the storage type (an
     overflow there is float32's range, not a wrong answer)."""
     huge, tiny, denormal = HUGE[dtype_name], TINY[dtype_name], DENORMAL[dtype_name]
-    if family == "norm" and dtype_name in ("float32", "bfloat16"):
-        if not NORM_HUGE_FLOAT32:
-            huge = NORM_SAFE[0]
-        if eps == 0 and not NORM_TINY_FLOAT32_EPS0:
-            tiny = denormal = NORM_SAFE[1]
     if family == "norm" and eps == 0 and dtype_name == "float64":
         denormal = tiny  # the reference's own x^2 would underflow
     if family == "bilinear":
@@ -503,7 +478,6 @@ def fuzz_report():
                 "cases_per_target": dict(CASES_RUN), "total": sum(CASES_RUN.values()),
                 "max_elements": MAX_ELEMENTS, "simd_level": pynorm.simd_level(),
                 "noncontiguous_out": NONCONTIGUOUS_OUT, "big_endian_inputs": BIG_ENDIAN_INPUTS,
-                "norm_huge_float32": NORM_HUGE_FLOAT32, "norm_tiny_float32_eps0": NORM_TINY_FLOAT32_EPS0,
                 "coverage": {t: dict(sorted(c.items())) for t, c in COVERAGE.items()},
             }, f, indent=1)  # fmt: skip
 
@@ -1001,23 +975,22 @@ def test_normalized_subnormal_quotient_is_float32s():
 
 
 # ------------------------------------------------------------------------------------------
-# Bugs the campaign found and that are not fixed yet, as strict xfails: each must fail until the
-# kernel is fixed (then XPASS fails the suite and the mark goes). The campaign keeps out of
-# their range meanwhile: NORM_HUGE_FLOAT32, NORM_TINY_FLOAT32_EPS0, FINITE_SPECIALS.
+# Bugs the campaign found. Fixed ones are regular tests; ones not fixed yet are strict xfails
+# (each must fail until the kernel is fixed: then XPASS fails the suite and the mark goes), and
+# the campaign keeps out of their range meanwhile (FINITE_SPECIALS).
 # ------------------------------------------------------------------------------------------
 
 ROW = np.array([[1.0, -2.0, 3.0, 0.5]])
 
 
-@pytest.mark.xfail(strict=True, reason="float32 sum of squares overflows (torch's float32 CPU norms too)")
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
 @pytest.mark.parametrize("magnitude", [1e19, 1e30])
 @pytest.mark.parametrize("center", [True, False], ids=["layer_norm", "rms_norm"])
 def test_bug_norm_float32_range_huge(dtype_name, magnitude, center):
     """Rows of |x| ~ 1e19..1e38 in float32/bfloat16 have a representable answer (the row
-    normalised, ~N(0, 1)), but x^2 overflows float32 in the variance: pynorm returns 0 (1e19)
-    or NaN (1e30; its backward NaN too). Scaling the row (or a float64 fallback where the sum
-    of squares overflows) would give the answer."""
+    normalised, ~N(0, 1)), but x^2 overflows float32 in the variance: pynorm returned 0 (1e19)
+    or NaN (1e30; its backward NaN too), as torch's float32 CPU norms do. Fixed: such rows get
+    float64 statistics (norm.cpp's row_stats_float64), forward and backward."""
     if dtype_name == "bfloat16" and reference.BFLOAT16 is None:
         pytest.skip("ml_dtypes is not installed")
     x = (magnitude * ROW).astype(np_dtype(dtype_name))
@@ -1027,16 +1000,50 @@ def test_bug_norm_float32_range_huge(dtype_name, magnitude, center):
     check(pynorm.layer_norm_backward(dy, x, center=center)[0], ref_dx, dtype_name, "dx", scale=1 / magnitude)
 
 
-@pytest.mark.xfail(strict=True, reason="float32 sum of squares underflows with eps=0")
 @pytest.mark.parametrize("magnitude", [1e-22, 1e-30])
 @pytest.mark.parametrize("center", [True, False], ids=["layer_norm", "rms_norm"])
 def test_bug_norm_float32_range_tiny_with_eps_0(magnitude, center):
     """With eps = 0 (P1's x / ||x|| is rms_norm(x, eps=0) / sqrt(dim)) a float32 row of
-    |x| ~ 1e-22 loses digits (x^2 is subnormal: 1.4% off) and one of 1e-30 gives +-Inf (x^2
-    underflows to 0), where the normalised row is representable."""
+    |x| ~ 1e-22 lost digits (x^2 is subnormal: 1.4% off) and one of 1e-30 gave +-Inf (x^2
+    underflows to 0), where the normalised row is representable. Fixed as the huge rows."""
     x = (magnitude * ROW).astype(np.float32)
     ref_y = reference.layer_norm(x, None, None, 0.0, center, True, np.zeros(x.shape))[0]
     check(pynorm.layer_norm(x, eps=0.0, center=center), ref_y, "float32", "y")
+
+
+@pytest.mark.parametrize("dim", [8, 37, 1000])
+@pytest.mark.parametrize("center", [True, False], ids=["layer_norm", "rms_norm"])
+def test_norm_float32_rows_out_of_reach_among_others(dim, center):
+    """The rows whose float32 sum of squares is out of reach (one huge, one tiny with eps = 0)
+    are redone after the row loop, in the middle of groups of ordinary rows: those rows, and
+    the gradients' column sums, must be as if the rare rows were ordinary (the float64
+    reference), every row bitwise the same as computed alone, whatever the thread count, with
+    recomputed or with given statistics."""
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((203, dim)).astype(np.float32)
+    x[37] *= np.float32(1e30)  # its squares overflow float32
+    x[38] = x[38] * np.float32(1e-25) + np.float32(3e-24 if center else 0.0)  # tiny: eps = 0 only
+    w, b = (rng.standard_normal(dim).astype(np.float32) for _ in range(2))
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for eps in (1e-5, 0.0):
+        rows = slice(None) if eps == 0 else np.r_[0:38, 39:203]  # with eps > 0 the tiny row is ~0
+        kwargs = dict(eps=eps, center=center)
+        ref_y, ref_dx, ref_dw, ref_db = reference.layer_norm(x[rows], w, b, eps, center, True, dy[rows])
+        got = {t: pynorm.layer_norm(x[rows], w, b, return_stats=True, n_threads=t, **kwargs) for t in (1, 2)}
+        y, mean, rstd = got[1]
+        assert all(a.tobytes() == c.tobytes() for a, c in zip(got[1], got[2]))
+        check(y, ref_y, "float32", "y")
+        alone = np.concatenate([pynorm.layer_norm(x[rows][i : i + 1], w, b, **kwargs) for i in range(len(y))])
+        assert alone.tobytes() == y.tobytes()
+        for stats in ({}, {"mean": mean if center else None, "rstd": rstd}):
+            grads = [
+                pynorm.layer_norm_backward(dy[rows], x[rows], w, b, n_threads=t, **stats, **kwargs) for t in (1, 2)
+            ]
+            assert all(a.tobytes() == c.tobytes() for a, c in zip(*grads))
+            dx, dw, db = grads[0]
+            check(dx, ref_dx, "float32", "dx")
+            check(dw, ref_dw, "float32", "dweight")
+            check(db, ref_db, "float32", "dbias")
 
 
 @pytest.mark.parametrize("dtype_name", DTYPE_NAMES)

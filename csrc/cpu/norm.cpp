@@ -18,6 +18,8 @@
 // the column sums (dweight, dbias) are still added in row order.
 #include "pynorm/norm.h"
 
+#include <cmath>
+
 #include "kernels.h"
 #include "simd.h"
 
@@ -60,11 +62,59 @@ template <int R, class A, class Pass> PYNORM_INLINE void paired_row_sums(Pass&& 
   }
 }
 
+constexpr float kTinySquares = 1e-30f;  // with eps = 0, float32 squares below it lose digits
+
+// One row's statistics in float64, for the rare float32-accumulated rows whose float32 sum of
+// squares is out of reach (row_stats returns true): it overflows (|x - mean| beyond ~1e19) or
+// is NaN (a mean that overflowed; a NaN row stays NaN), or with eps = 0 it is below
+// kTinySquares (|x - mean| below ~1e-15), where the normalised row is still representable.
+template <class T>
+__attribute__((noinline, cold)) RowStats<acc_t<T>> row_stats_float64(const T* x, int64_t n, bool center, double eps) {
+  double mean = 0, squares = 0, c = 0;
+  if (center) {
+    for (int64_t i = 0; i < n; ++i) mean += double(to_acc(x[i]));
+    mean /= double(n);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(to_acc(x[i])) - mean;
+    c += d;
+    squares += d * d;
+  }
+  if (center) {
+    squares -= c * c / double(n);
+    mean += c / double(n);
+    squares = squares < 0 ? 0 : squares;  // NaN stays NaN
+  }
+  return {acc_t<T>(mean), acc_t<T>(1.0 / std::sqrt(squares / double(n) + eps))};
+}
+
+// Whether some row's float32 sum of squares was out of float32's reach (see
+// row_stats_float64): row_stats adds each group's sums (a vector compare and an or, no
+// horizontal step), and the row loop asks any() once, after its rows.
+template <class A> struct OutOfReach {
+  using Mask = decltype(Vec<A>{} < Vec<A>{});
+  static constexpr A kMax = A(3.4028234663852886e38);  // float32's largest finite value
+  Mask lanes{};
+  bool row = false;
+  A tiny;  // kTinySquares with eps = 0, else 0
+  explicit OutOfReach(A eps) : tiny(eps == 0 ? A(kTinySquares) : A(0)) {}
+  PYNORM_INLINE void add(Vec<A> squares) { lanes |= ~(squares <= kMax) | (squares < tiny); }
+  PYNORM_INLINE void add(A squares) { row |= !(squares <= kMax) || squares < tiny; }
+  bool any() const {
+    bool found = row;
+    for (int j = 0; j < kLanes<A>; ++j) found |= lanes[j] != 0;
+    return found;
+  }
+};
+
 // Two-pass statistics of R rows in cache: the mean, then the centred sum of squares with the
 // classic correction term (which also refines the mean), never E[x^2] - E[x]^2. Without
-// centring, one pass: the sum of squares.
+// centring, one pass: the sum of squares. With float32 accumulation, the sums of squares go
+// to `reach`: rows out of float32's reach get wrong statistics here and are redone after the
+// row loop (exact_row_stats), which keeps the loop as fast.
 template <int R, bool center, class T>
-PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> eps, RowStats<acc_t<T>>* s) {
+PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> eps, RowStats<acc_t<T>>* s,
+                             OutOfReach<acc_t<T>>& reach) {
   using A = acc_t<T>;
   const A inv_n = A(1) / A(n);  // one division per group, not one per statistic
   A mean[R] = {}, rstd[R];
@@ -103,6 +153,7 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> 
       }
       *mean_out = mean_;
       *rstd_out = A(1) / sqrt_vec(squares_ * inv_n + eps);
+      if constexpr (std::is_same_v<A, float>) reach.add(squares_);
     };
     if constexpr (R == kLanes<A>) {
       Vec<A> m, sq, cc, rs;
@@ -116,6 +167,18 @@ PYNORM_INLINE void row_stats(const T* const* x, int64_t n, bool scale, acc_t<T> 
     PYNORM_UNROLL for (int j = 0; j < R; ++j) rstd[j] = A(1);
   }
   PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j] = {mean[j], rstd[j]};
+}
+
+// Row x's statistics into s as row_stats gives them, or row_stats_float64's where those are
+// out of float32's reach (then returns true): for the row loops that found such a row. Each
+// row's own sums decide, so no result depends on the other rows or on the threads.
+template <bool center, class T>
+__attribute__((cold)) bool exact_row_stats(const T* x, int64_t n, bool scale, acc_t<T> eps, RowStats<acc_t<T>>* s) {
+  OutOfReach<acc_t<T>> reach(eps);
+  row_stats<1, center>(&x, n, scale, eps, s, reach);
+  if (!reach.any()) return false;
+  *s = row_stats_float64(x, n, center, double(eps));
+  return true;
 }
 
 // Whether a group's output pass asks for the next group's rows (simd.h's prefetch): always
@@ -158,12 +221,9 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
       [&](auto affine, auto has_bias, auto center, auto stream) {
         if constexpr (has_bias && !affine) {  // never: a bias comes with a weight (of ones)
         } else {
-          auto group = [&](auto rows, int64_t r) {
+          // The outputs of the R rows from r on, given their statistics s.
+          auto write = [&](auto rows, int64_t r, const T* const* x, const RowStats<A>* s) {
             constexpr int R = decltype(rows)::value;
-            const T* x[R];
-            PYNORM_UNROLL for (int j = 0; j < R; ++j) x[j] = static_cast<const T*>(a.x) + (r + j) * stride;
-            RowStats<A> s[R];
-            row_stats<R, center>(x, dim, a.scale, A(a.eps), s);
             if (a.mean) PYNORM_UNROLL for (int j = 0; j < R; ++j) static_cast<A*>(a.mean)[r + j] = s[j].mean;
             if (a.rstd) PYNORM_UNROLL for (int j = 0; j < R; ++j) static_cast<A*>(a.rstd)[r + j] = s[j].rstd;
             write_group<stream, R>(static_cast<T*>(a.y) + r * dim, dim, [&](int64_t i, auto k) {
@@ -183,7 +243,21 @@ template <class T> void norm_forward(const NormForwardArgs& a) {
             }, AnyVecs{});
           };
           parallel_for(a.rows, a.threads, [&](int64_t r0, int64_t r1) {
-            for_each_row_group<kLanes<A>>(r0, r1, dim * int64_t(sizeof(T)), group);
+            OutOfReach<A> reach(A(a.eps));
+            for_each_row_group<kLanes<A>>(r0, r1, dim * int64_t(sizeof(T)), [&](auto rows, int64_t r) {
+              constexpr int R = decltype(rows)::value;
+              const T* x[R];
+              PYNORM_UNROLL for (int j = 0; j < R; ++j) x[j] = static_cast<const T*>(a.x) + (r + j) * stride;
+              RowStats<A> s[R];
+              row_stats<R, center>(x, dim, a.scale, A(a.eps), s, reach);
+              write(rows, r, x, s);
+            });
+            if (__builtin_expect(reach.any(), 0))  // rare: the rows out of float32's reach, again
+              for (int64_t r = r0; r < r1; ++r) {
+                const T* x = static_cast<const T*>(a.x) + r * stride;
+                RowStats<A> s;
+                if (exact_row_stats<center>(x, dim, a.scale, A(a.eps), &s)) write(std::integral_constant<int, 1>{}, r, &x, &s);
+              }
           });
         }
       },
@@ -212,8 +286,11 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
         // weight and dweight and dbias partials stay in registers too (w_kept, dw_kept,
         // db_kept: a vector per vector of the row); other rows read and write the partials in
         // memory.
+        // Recomputed statistics go to reach; redo (when not null) holds the statistics of the
+        // block's rows from `first` on, for a block that is computed again (see below).
         auto group = [&](auto rows, int64_t r, A* partial, auto shape, Vec<A>* w_kept, Vec<A>* dw_kept,
-                         Vec<A>* db_kept) PYNORM_INLINE_LAMBDA {
+                         Vec<A>* db_kept, OutOfReach<A>& reach, const RowStats<A>* redo,
+                         int64_t first) PYNORM_INLINE_LAMBDA {
           constexpr int R = decltype(rows)::value;
           constexpr bool cached = !std::is_same_v<decltype(shape), AnyVecs>;
           constexpr int V = CachedRows<decltype(shape)>::vecs;
@@ -223,11 +300,13 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
             dy[j] = static_cast<const T*>(a.dy) + (r + j) * a.dy_row_stride;
           }
           RowStats<A> s[R];
-          if (recompute) {
+          if (redo) {
+            PYNORM_UNROLL for (int j = 0; j < R; ++j) s[j] = redo[r + j - first];
+          } else if (recompute) {
             if (a.center)
-              row_stats<R, true>(x, dim, a.scale, A(a.eps), s);
+              row_stats<R, true>(x, dim, a.scale, A(a.eps), s, reach);
             else
-              row_stats<R, false>(x, dim, a.scale, A(a.eps), s);
+              row_stats<R, false>(x, dim, a.scale, A(a.eps), s, reach);
           } else {
             PYNORM_UNROLL for (int j = 0; j < R; ++j)
               s[j] = {a.center ? static_cast<const A*>(a.mean)[r + j] : A(0),
@@ -288,6 +367,10 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
         reduce_rows_in_blocks<A>(
             a.rows, dim, width, a.threads,
             [&](int64_t r0, int64_t r1, A* partial) {
+              // The block's rows into its partial sums; returns whether a recomputed row was out
+              // of float32's reach.
+              auto block = [&](const RowStats<A>* redo) {
+              OutOfReach<A> reach(A(a.eps));
               with_row_shape<A, std::is_same_v<T, A> ? kCachedRowVecs : 0>(dim, [&](auto shape) {
                 constexpr int S = std::is_same_v<decltype(shape), AnyVecs> ? kLanes<A> / 2 : CachedRows<decltype(shape)>::rows;
                 constexpr bool cached = !std::is_same_v<decltype(shape), AnyVecs>;
@@ -301,12 +384,28 @@ template <class T> void norm_backward(const NormBackwardArgs& a) {
                     db_kept[i / kLanes<A>] = load(partial_dbias + i, k);
                 }, shape);
                 for_each_row_group<S>(r0, r1, dim * int64_t(sizeof(T)), [&](auto rows, int64_t r) PYNORM_INLINE_LAMBDA {
-                  group(rows, r, partial, shape, w_kept, dw_kept, db_kept);
+                  group(rows, r, partial, shape, w_kept, dw_kept, db_kept, reach, redo, r0);
                 });
                 if constexpr (cached) for_each_vec<A>(dim, [&](int64_t i, auto k) {
                   if constexpr (has_params) store<false>(partial + i, dw_kept[i / kLanes<A>], k), store<false>(partial_dbias + i, db_kept[i / kLanes<A>], k);
                 }, shape);
               });
+              return reach.any();
+              };
+              if (__builtin_expect(block(nullptr), 0)) {
+                // rare: the whole block again (its partials from zero), every row with the
+                // statistics of exact_row_stats (the same as before where they were in reach)
+                Buffer<RowStats<A>> redo(r1 - r0);
+                for (int64_t r = r0; r < r1; ++r) {
+                  const T* x = static_cast<const T*>(a.x) + r * a.x_row_stride;
+                  if (a.center)
+                    exact_row_stats<true>(x, dim, a.scale, A(a.eps), &redo.data[r - r0]);
+                  else
+                    exact_row_stats<false>(x, dim, a.scale, A(a.eps), &redo.data[r - r0]);
+                }
+                for (int64_t i = 0; i < width; ++i) partial[i] = 0;
+                block(redo.data);
+              }
             },
             totals.data);
       },
