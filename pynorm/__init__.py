@@ -11,50 +11,16 @@ was built and, if it cannot run, why).
 
 from __future__ import annotations
 
+from . import ops
 from ._array import cuda_config as _cuda_config
 from ._array import threads_value as _threads_value
 from ._core_loader import core as _load_core
-from .ops import (
-    cross_entropy,
-    cross_entropy_backward,
-    dyt,
-    dyt_backward,
-    layer_norm,
-    layer_norm_backward,
-    linear_attention,
-    linear_attention_backward,
-    matmul,
-    merged_linear_attention,
-    merged_linear_attention_backward,
-    rms_norm,
-    rms_norm_backward,
-    softmax_attention,
-    softmax_attention_backward,
-)
+from .ops import *  # noqa: F403 - the functional API, every name of pynorm.ops.__all__
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "cross_entropy",
-    "cross_entropy_backward",
-    "dyt",
-    "dyt_backward",
-    "get_num_threads",
-    "layer_norm",
-    "layer_norm_backward",
-    "linear_attention",
-    "linear_attention_backward",
-    "matmul",
-    "merged_linear_attention",
-    "merged_linear_attention_backward",
-    "rms_norm",
-    "rms_norm_backward",
-    "set_num_threads",
-    "show_config",
-    "simd_level",
-    "softmax_attention",
-    "softmax_attention_backward",
-]
+#: the ops (listed once, in pynorm.ops.__all__) and the build's settings
+__all__ = sorted([*ops.__all__, "get_num_threads", "set_num_threads", "show_config", "simd_level"])
 
 
 def set_num_threads(n: int | None) -> None:

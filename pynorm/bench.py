@@ -60,12 +60,23 @@ def best_time(fn: Callable[[], object], min_seconds: float = 0.05, repeats: int 
 
 
 @dataclasses.dataclass
-class Result:
+class Case:
+    """What a row of timings is of: an op's pass on a shape and dtype, moving ``bytes`` (the
+    leading keys of a JSON row, here and in :mod:`pynorm.bench_cuda`)."""
+
     op: str
     pass_: str
     shape: tuple
     dtype: str
     bytes: int
+
+    def case_row(self) -> dict:
+        """The case's keys of a JSON row."""
+        return {"op": self.op, "pass": self.pass_, "shape": list(self.shape), "dtype": self.dtype, "bytes": self.bytes}
+
+
+@dataclasses.dataclass
+class Result(Case):
     pynorm_s: float
     torch_s: Optional[float]
     bound_s: float
@@ -89,8 +100,7 @@ class Result:
 
     def row(self) -> dict:
         return {
-            "op": self.op, "pass": self.pass_, "shape": list(self.shape), "dtype": self.dtype,
-            "bytes": self.bytes, "pynorm_s": self.pynorm_s, "torch_s": self.torch_s, "bound_s": self.bound_s,
+            **self.case_row(), "pynorm_s": self.pynorm_s, "torch_s": self.torch_s, "bound_s": self.bound_s,
             "pynorm_GBps": self.pynorm_gbs, "torch_GBps": self.torch_gbs, "speedup": self.speedup,
             "fraction_of_bound": self.of_bound, "simd": self.simd,
         }  # fmt: skip

@@ -31,6 +31,7 @@ import time
 from typing import Callable, List, Optional
 
 import pynorm
+from pynorm.bench import Case
 
 NORM_SHAPES = [(4096, 4096), (16384, 1024), (8192, 16384)]
 ATTENTION_SHAPES = [(4, 16, 4096, 64), (2, 8, 8192, 128)]  # batch, heads, tokens, Dk = Dv
@@ -118,19 +119,13 @@ def call_overhead(repeats: int = 2000) -> dict:
 
 
 @dataclasses.dataclass
-class Result:
-    op: str
-    pass_: str
-    shape: tuple
-    dtype: str
-    bytes: int
+class Result(Case):
     bound_s: float  # the copy bound of this pass (1 or 1.5 copies)
     seconds: dict  # implementation -> seconds (None: not available)
 
     def row(self) -> dict:
         return {
-            "op": self.op, "pass": self.pass_, "shape": list(self.shape), "dtype": self.dtype, "bytes": self.bytes,
-            "bound_s": self.bound_s, "seconds": self.seconds,
+            **self.case_row(), "bound_s": self.bound_s, "seconds": self.seconds,
             "of_bound": {k: (None if v is None else self.bound_s / v) for k, v in self.seconds.items()},
         }  # fmt: skip
 

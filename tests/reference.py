@@ -2,7 +2,8 @@
 
 Every op is written the way a user would write it in torch (F.layer_norm where torch has
 it, the composite formula otherwise), run in float64 on the very values pynorm sees (16-bit
-inputs are widened exactly), and differentiated by autograd.
+inputs are widened exactly), and differentiated by autograd. Also the inputs the op tests
+share: row shapes, norm/DyT cases, attention inputs and bad attention shapes.
 """
 
 import numpy as np
@@ -29,6 +30,24 @@ def np_dtype(name):
 
 
 torch.set_default_dtype(torch.float64)
+
+#: dims 1-32: rows whose backward keeps the column partials in registers (one or two vectors,
+#: whole or with a tail, at every SIMD level); 13 rows leave a group remainder
+REGISTER_ROW_SHAPES = [(5, 1), (5, 3), (6, 7), (4, 8), (3, 9), (9, 16), (11, 24), (13, 32)]
+#: no rows, one row, many short rows, a 3-d input
+EDGE_ROW_SHAPES = [(0, 8), (1, 8), (300, 64), (2, 3, 9)]
+AFFINE = ["none", "weight", "bias", "weight_bias"]  # "bias": the kernels pair it with a weight of ones
+
+
+def make_case(rng, shape, dtype, affine, loc=0.0, spread=1.0):
+    """x (``loc`` + ``spread`` * N(0, 1)), dy, weight, bias in ``dtype`` for a row-wise op
+    (weight/bias None as ``affine`` says)."""
+    dim = shape[-1]
+    x = (loc + spread * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    weight = (1 + 0.5 * rng.standard_normal(dim)).astype(dtype) if affine in ("weight", "weight_bias") else None
+    bias = rng.standard_normal(dim).astype(dtype) if affine in ("bias", "weight_bias") else None
+    return x, dy, weight, bias
 
 
 def to_torch(a):
@@ -129,3 +148,14 @@ def strided_attention_inputs(rng):
     dout = rng.standard_normal((b, h, d, n)).swapaxes(-1, -2)[..., :5]
     assert not (q.flags.c_contiguous or k.flags.c_contiguous or v.flags.c_contiguous)
     return q, k, v, dout
+
+
+def check_bad_attention_shapes(forward, backward, q_shape, k_shape, v_shape, message):
+    """``forward(q, k, v)`` and ``backward(dout, q, k, v)`` on arrays of ones of those shapes
+    (dout of the output's shape) both raise a ValueError matching ``message``."""
+    q, k, v = (np.ones(s) for s in (q_shape, k_shape, v_shape))
+    with pytest.raises(ValueError, match=message):
+        forward(q, k, v)
+    dout = np.ones(q_shape[:-1] + v_shape[-1:])
+    with pytest.raises(ValueError, match=message):
+        backward(dout, q, k, v)

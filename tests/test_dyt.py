@@ -5,41 +5,12 @@ import pytest
 import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import DTYPES, np_dtype
+from reference import AFFINE, DTYPES, EDGE_ROW_SHAPES, REGISTER_ROW_SHAPES, make_case, np_dtype
 from tolerances import assert_close
 
 import pynorm
 
-# dims 1-32: rows whose backward keeps the column partials in registers (one or two vectors,
-# whole or with a tail, at every SIMD level)
-SHAPES = [
-    (5, 1),
-    (5, 3),
-    (6, 7),
-    (4, 8),
-    (3, 9),
-    (9, 16),
-    (11, 24),
-    (13, 32),
-    (17, 1023),
-    (2, 65536),
-    (9, 3001),
-    (11, 5000),
-    (0, 8),
-    (1, 8),
-    (300, 64),
-    (2, 3, 9),
-]
-AFFINE = ["none", "weight", "bias", "weight_bias"]  # "bias": the kernels pair it with a weight of ones
-
-
-def make_case(rng, shape, dtype, affine, spread=1.0):
-    dim = shape[-1]
-    x = (spread * rng.standard_normal(shape)).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    weight = (1 + 0.5 * rng.standard_normal(dim)).astype(dtype) if affine in ("weight", "weight_bias") else None
-    bias = rng.standard_normal(dim).astype(dtype) if affine in ("bias", "weight_bias") else None
-    return x, dy, weight, bias
+SHAPES = [*REGISTER_ROW_SHAPES, (17, 1023), (2, 65536), (9, 3001), (11, 5000), *EDGE_ROW_SHAPES]
 
 
 def check_against_reference(x, dy, alpha, weight, bias, dtype_name):

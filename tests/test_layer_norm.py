@@ -5,7 +5,7 @@ import pytest
 import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import DTYPES, np_dtype
+from reference import AFFINE, DTYPES, EDGE_ROW_SHAPES, REGISTER_ROW_SHAPES, make_case, np_dtype
 from tolerances import UNIT_ROUNDOFF, assert_close
 
 import pynorm
@@ -16,36 +16,7 @@ VARIANTS = {  # name: (center, scale)
     "scaling": (False, True),
     "affine_only": (False, False),
 }
-AFFINE = ["none", "weight", "bias", "weight_bias"]  # "bias": the kernels pair it with a weight of ones
-# dims 1-32 span the row shapes the backward keeps in registers (one or two vectors, whole or
-# with a tail, at every SIMD level); 13 rows leave a group remainder
-SHAPES = [
-    (5, 1),
-    (5, 3),
-    (6, 7),
-    (4, 8),
-    (3, 9),
-    (9, 16),
-    (11, 24),
-    (13, 32),
-    (17, 1023),
-    (6, 3001),
-    (2, 65536),
-    (0, 8),
-    (1, 8),
-    (300, 64),
-    (2, 3, 9),
-]
-
-
-def make_case(rng, shape, dtype, affine, loc=0.0, spread=1.0):
-    """x, dy, weight, bias in ``dtype`` (weight/bias None as ``affine`` says)."""
-    dim = shape[-1]
-    x = (loc + spread * rng.standard_normal(shape)).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    weight = (1 + 0.5 * rng.standard_normal(dim)).astype(dtype) if affine in ("weight", "weight_bias") else None
-    bias = rng.standard_normal(dim).astype(dtype) if affine in ("bias", "weight_bias") else None
-    return x, dy, weight, bias
+SHAPES = [*REGISTER_ROW_SHAPES, (17, 1023), (6, 3001), (2, 65536), *EDGE_ROW_SHAPES]
 
 
 def check_single_centred_element(y, dx, dweight, dbias, dy, bias):

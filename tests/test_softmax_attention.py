@@ -272,12 +272,9 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("q_shape, k_shape, v_shape, message", BAD_INPUTS)
 def test_bad_shapes(q_shape, k_shape, v_shape, message):
-    q, k, v = (np.ones(s) for s in (q_shape, k_shape, v_shape))
-    with pytest.raises(ValueError, match=message):
-        pynorm.softmax_attention(q, k, v)
-    dout = np.ones(q_shape[:-1] + v_shape[-1:])
-    with pytest.raises(ValueError, match=message):
-        pynorm.softmax_attention_backward(dout, q, k, v)
+    reference.check_bad_attention_shapes(
+        pynorm.softmax_attention, pynorm.softmax_attention_backward, q_shape, k_shape, v_shape, message
+    )
 
 
 def test_bad_dtypes_and_options():

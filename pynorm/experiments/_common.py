@@ -1,5 +1,6 @@
-"""Helpers shared by the experiments: resumable training with a trace, slope fits, verdicts,
-figure saving, thread limits, progress bars and capturing a model's norm inputs/outputs.
+"""Helpers shared by the experiments: their configs' presets, resumable training with a trace,
+slope fits, verdicts, figure saving, thread limits, progress bars and capturing a model's norm
+inputs/outputs.
 
 Resuming: :func:`train_with_trace` runs :class:`pynorm.nn.Trainer` in chunks with
 ``out_dir=run_dir``, so the trainer writes ``run_dir/checkpoint.{npz,json}`` and
@@ -16,7 +17,7 @@ import dataclasses
 import json
 import pathlib
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,6 +26,32 @@ from pynorm.nn.models import Experiment, canonical_name
 from pynorm.nn.train import single_blas_thread
 
 from ._report import to_jsonable
+
+
+class Presets:
+    """Base of the experiments' ``Config`` dataclasses: ``full()`` is the defaults (the paper's
+    settings), ``quick()`` the defaults with the fields in ``QUICK`` replaced and ``tiny()``
+    those with ``TINY`` (only where the Config sets it). ``QUICK`` and ``TINY`` are ClassVars,
+    so they are not config fields (nor in ``dataclasses.asdict``)."""
+
+    QUICK: ClassVar[Dict[str, Any]]
+    TINY: ClassVar[Dict[str, Any]]
+
+    @classmethod
+    def full(cls):
+        """The paper's settings: the defaults."""
+        return cls()
+
+    @classmethod
+    def quick(cls):
+        """Minutes on 2 CPU cores, still showing the qualitative result."""
+        return cls(**cls.QUICK)
+
+    @classmethod
+    def tiny(cls):
+        """For the tests: seconds."""
+        return cls(**cls.TINY)
+
 
 #: TrainConfig fields that may differ between a checkpoint and a resumed run.
 RESUMABLE_FIELDS = {"steps", "out_dir", "progress", "eval_every", "log_every", "checkpoint_every", "eval_batch_size"}

@@ -45,11 +45,11 @@ from __future__ import annotations
 import math
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, ClassVar, Dict, List, Tuple
 
 import numpy as np
 
-from ._common import capture_norms, progress_bar, pyplot, seconds_per_step, trainer_step
+from ._common import Presets, capture_norms, progress_bar, pyplot, save_figure, seconds_per_step, trainer_step
 from ._fanout import runner
 
 NAME = "dyt"
@@ -59,7 +59,7 @@ ABLATIONS = {"identity": "identity", "hardtanh": "hardtanh", "sigmoid": "sigmoid
 
 
 @dataclass
-class Config:
+class Config(Presets):
     """Settings (``full()``: 3 seeds, longer training)."""
 
     norms: Tuple[str, ...] = ("layernorm", "rmsnorm", "dyt")
@@ -81,37 +81,27 @@ class Config:
     majority_eval_sequences: int = 5000
     dtype: str = "float32"
 
-    @classmethod
-    def full(cls) -> "Config":
-        return cls()
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls(
-            seeds=(0,),
-            vit_steps=400,
-            vit_patch=4,
-            vit_layers=2,
-            track_every=20,
-            majority_steps=300,
-            majority_batch=100,
-            majority_sequences=20_000,
-            majority_eval_sequences=1000,
-        )
-
-    @classmethod
-    def tiny(cls) -> "Config":
-        """For the tests: seconds."""
-        return cls(
-            norms=("layernorm", "dyt"),
-            seeds=(0,),
-            vit_steps=150,
-            vit_patch=4,
-            vit_layers=2,
-            ablations=("no_alpha",),
-            track_every=50,
-            majority=False,
-        )
+    QUICK: ClassVar[Dict[str, Any]] = dict(
+        seeds=(0,),
+        vit_steps=400,
+        vit_patch=4,
+        vit_layers=2,
+        track_every=20,
+        majority_steps=300,
+        majority_batch=100,
+        majority_sequences=20_000,
+        majority_eval_sequences=1000,
+    )
+    TINY: ClassVar[Dict[str, Any]] = dict(
+        norms=("layernorm", "dyt"),
+        seeds=(0,),
+        vit_steps=150,
+        vit_patch=4,
+        vit_layers=2,
+        ablations=("no_alpha",),
+        track_every=50,
+        majority=False,
+    )
 
 
 # -- digits ViT ------------------------------------------------------------------------------
@@ -489,10 +479,7 @@ def _plot_accuracy(cfg, acc, runs, ablation_acc, out_dir: pathlib.Path) -> str:
     axes[2].set_ylim(0, 1)
     axes[2].set_title("ablations on the digits ViT")
     axes[2].grid(axis="y", alpha=0.3)
-    name = "dyt_accuracy.png"
-    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "dyt_accuracy.png")
 
 
 def _plot_losses(curves: Dict[str, List[float]], out_dir: pathlib.Path) -> str:
@@ -515,44 +502,34 @@ def _plot_losses(curves: Dict[str, List[float]], out_dir: pathlib.Path) -> str:
     ax.set_title("Digits ViT training loss (first seed)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    name = "dyt_vit_losses.png"
-    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "dyt_vit_losses.png")
+
+
+def _panel_per_layer(by_layer: Dict[str, Any]):
+    """A figure with one panel per layer (key) of ``by_layer``, in a row: (fig, axes), axes an
+    array also for a single layer."""
+    fig, axes = pyplot().subplots(1, len(by_layer), figsize=(3.2 * len(by_layer), 3.4))
+    return fig, np.atleast_1d(axes)
 
 
 def _plot_s_curves(curves, out_dir: pathlib.Path) -> str:
-    plt = pyplot()
-    layers = list(curves)
-    fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.4))
-    axes = np.atleast_1d(axes)
-    for ax, layer in zip(axes, layers):
-        c = curves[layer]
+    fig, axes = _panel_per_layer(curves)
+    for ax, (layer, c) in zip(axes, curves.items()):
         ax.scatter(c["x"], c["y"], s=1, alpha=0.3, color="C0")
         ax.set_title(f"{layer}\ntanh R2 {c['fit']['tanh']:.3f}, line {c['fit']['linear']:.3f}", fontsize=9)
         ax.set_xlabel("LN input")
     axes[0].set_ylabel("LN output (before affine)")
     fig.suptitle("LayerNorm input vs output in the trained digits ViT", y=1.08)
-    name = "dyt_ln_s_curves.png"
-    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "dyt_ln_s_curves.png")
 
 
 def _plot_alpha(tracked, out_dir: pathlib.Path) -> str:
-    plt = pyplot()
-    layers = list(tracked)
-    fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.4))
-    axes = np.atleast_1d(axes)
-    for ax, layer in zip(axes, layers):
-        t = tracked[layer]
+    fig, axes = _panel_per_layer(tracked)
+    for ax, (layer, t) in zip(axes, tracked.items()):
         ax.plot(t["step"], t["alpha"], color="C0", label="alpha")
         ax.plot(t["step"], t["inv_std"], color="C3", label="1/std(input)")
         ax.set_title(layer, fontsize=9)
         ax.set_xlabel("step")
     axes[0].legend()
     fig.suptitle("DyT: learned alpha vs 1/std of its input over training (digits ViT)", y=1.04)
-    name = "dyt_alpha_vs_inv_std.png"
-    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "dyt_alpha_vs_inv_std.png")

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, ClassVar, Dict, Tuple
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from pynorm.nn.losses import Loss
 from pynorm.nn.models import Experiment
 
 from ._common import (
+    Presets,
     chunk_points,
     comparison,
     pyplot,
@@ -78,7 +79,7 @@ ARM_LABELS = {
 
 
 @dataclass
-class Config:
+class Config(Presets):
     d: int = 16
     n: int = 32
     spike: float = 10.0
@@ -94,18 +95,12 @@ class Config:
     max_chunk: int = 2_000
     seeds: Tuple[int, ...] = (0,)
 
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls(n_train=2_000, n_test=500, steps=800, batch_size=64, n_points=16, max_chunk=400)
-
-    @classmethod
-    def full(cls) -> "Config":
-        return cls()
-
-    @classmethod
-    def tiny(cls) -> "Config":
-        """For the tests: seconds."""
-        return cls(n=16, n_train=512, n_test=128, steps=300, batch_size=64, max_loops=12, n_points=6, max_chunk=0)
+    QUICK: ClassVar[Dict[str, Any]] = dict(
+        n_train=2_000, n_test=500, steps=800, batch_size=64, n_points=16, max_chunk=400
+    )
+    TINY: ClassVar[Dict[str, Any]] = dict(
+        n=16, n_train=512, n_test=128, steps=300, batch_size=64, max_loops=12, n_points=6, max_chunk=0
+    )
 
 
 @dataclass

@@ -55,11 +55,11 @@ from __future__ import annotations
 import math
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._common import mean_or_none, progress_bar, pyplot, seconds_per_step, trainer_step
+from ._common import Presets, mean_or_none, progress_bar, pyplot, save_figure, seconds_per_step, trainer_step
 from ._fanout import runner
 
 NAME = "majority"
@@ -78,7 +78,7 @@ LOSS_TARGET = 0.2
 
 
 @dataclass
-class Config:
+class Config(Presets):
     """Settings of the majority experiment (``full()`` = the paper's)."""
 
     variants: Tuple[str, ...] = ("projection", "scaling", "scaling_code", "none")
@@ -98,42 +98,32 @@ class Config:
     view3d_seed: int = 0
     view3d_lr: float = 3e-3
 
-    @classmethod
-    def full(cls) -> "Config":
-        return cls()
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls(
-            seeds=(11, 123),
-            steps=1000,
-            report_steps=(250, 500, 1000),
-            eval_every=125,
-            batch_size=100,
-            n_sequences=20_000,
-            eval_sequences=1000,
-            angle_sequences=128,
-            view3d_steps=600,
-            view3d_batch=200,
-            view3d_lr=1e-2,
-        )
-
-    @classmethod
-    def tiny(cls) -> "Config":
-        """For the tests: seconds."""
-        return cls(
-            variants=("projection", "scaling_code"),
-            seeds=(1,),
-            steps=20,
-            report_steps=(10, 20),
-            eval_every=10,
-            batch_size=20,
-            n_sequences=1000,
-            eval_sequences=100,
-            angle_sequences=16,
-            view3d_steps=100,
-            view3d_batch=50,
-        )
+    QUICK: ClassVar[Dict[str, Any]] = dict(
+        seeds=(11, 123),
+        steps=1000,
+        report_steps=(250, 500, 1000),
+        eval_every=125,
+        batch_size=100,
+        n_sequences=20_000,
+        eval_sequences=1000,
+        angle_sequences=128,
+        view3d_steps=600,
+        view3d_batch=200,
+        view3d_lr=1e-2,
+    )
+    TINY: ClassVar[Dict[str, Any]] = dict(
+        variants=("projection", "scaling_code"),
+        seeds=(1,),
+        steps=20,
+        report_steps=(10, 20),
+        eval_every=10,
+        batch_size=20,
+        n_sequences=1000,
+        eval_sequences=100,
+        angle_sequences=16,
+        view3d_steps=100,
+        view3d_batch=50,
+    )
 
 
 def _experiment(cfg: Config, variant: str, seed: int, steps: int):
@@ -229,12 +219,11 @@ def query_angle_deg(model, tokens: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, 0, 1))).mean())
 
 
-def _view3d(cfg: Config, bar) -> Dict[str, Any]:
-    """Trains the d = 3 model with LN (projection variant); returns its test accuracy, query
-    angle, keys (the LN outputs of the 10 token embeddings) and query directions."""
-    from pynorm.nn import Trainer, build_experiment
+def _view3d_experiment(cfg: Config):
+    """The d = 3 majority experiment with LN (projection variant) and its training config."""
+    from pynorm.nn import build_experiment
 
-    exp, tcfg = build_experiment(
+    return build_experiment(
         "majority",
         cfg.dtype,
         attn_norm="with_projection",
@@ -250,6 +239,14 @@ def _view3d(cfg: Config, bar) -> Dict[str, Any]:
         log_every=0,
         progress=False,
     )
+
+
+def _view3d(cfg: Config, bar) -> Dict[str, Any]:
+    """Trains the d = 3 model with LN (projection variant); returns its test accuracy, query
+    angle, keys (the LN outputs of the 10 token embeddings) and query directions."""
+    from pynorm.nn import Trainer
+
+    exp, tcfg = _view3d_experiment(cfg)
     trainer = Trainer(exp, tcfg)
     for step in range(cfg.view3d_steps):
         trainer.train_step(trainer.batch(step))
@@ -292,10 +289,7 @@ def _plot_view3d(view: Dict[str, Any], out_dir: pathlib.Path) -> str:
         f"query angle to 1: {view['query_angle_deg']:.1f} deg"
     )
     ax.legend(loc="upper left", fontsize=8)
-    name = "majority_3d_view.png"
-    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "majority_3d_view.png")
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -328,26 +322,8 @@ def run_unit(cfg: Config, unit, out_dir: pathlib.Path, progress: bool) -> Dict[s
 def unit_seconds(cfg: Config, units) -> Dict[Any, float]:
     """Estimated seconds of each unit: its steps times a few timed steps of its model (the
     variants differ only in one norm, so one variant is timed for all)."""
-    from pynorm.nn import build_experiment
-
     per_step = seconds_per_step(trainer_step(*_experiment(cfg, cfg.variants[0], 0, cfg.steps)))
-    view = seconds_per_step(
-        trainer_step(
-            *build_experiment(
-                "majority",
-                cfg.dtype,
-                attn_norm="with_projection",
-                vocab=10,
-                length=30,
-                d_model=3,
-                ffn=3,
-                n_sequences=6000,
-                steps=cfg.view3d_steps,
-                batch_size=cfg.view3d_batch,
-                progress=False,
-            )
-        )
-    )
+    view = seconds_per_step(trainer_step(*_view3d_experiment(cfg)))
     return {unit: view * cfg.view3d_steps if unit[0] == VIEW3D else per_step * cfg.steps for unit in units}
 
 
@@ -505,15 +481,24 @@ def _comparisons(cfg: Config, metrics: Dict[str, Any], report_steps: Tuple[int, 
     return comparisons
 
 
-def _plot_accuracy(curves, report_steps, out_dir: pathlib.Path) -> str:
+def _plot_over_seeds(curves, key: str, label: Callable[[str, List], str]):
+    """A figure of the curve ``key`` against the optimizer step, one line per variant: the mean
+    over its seeds' runs, in a min/max band when there are several (``label(variant, runs)``
+    names the line). Returns (fig, ax)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (variant, runs) in enumerate(curves.items()):
         steps = np.array(runs[0]["step"])
-        acc = np.array([r["test_acc"] for r in runs])
-        ax.plot(steps, acc.mean(0), color=f"C{i}", label=f"{variant} ({len(runs)} seeds)")
+        values = np.array([r[key] for r in runs])
+        ax.plot(steps, values.mean(0), color=f"C{i}", label=label(variant, runs))
         if len(runs) > 1:
-            ax.fill_between(steps, acc.min(0), acc.max(0), color=f"C{i}", alpha=0.2)
+            ax.fill_between(steps, values.min(0), values.max(0), color=f"C{i}", alpha=0.2)
+    ax.set_xlabel("optimizer step")
+    return fig, ax
+
+
+def _plot_accuracy(curves, report_steps, out_dir: pathlib.Path) -> str:
+    fig, ax = _plot_over_seeds(curves, "test_acc", lambda variant, runs: f"{variant} ({len(runs)} seeds)")
     for variant, marker in (("projection", "o"), ("scaling", "s")):
         if variant in curves and max(report_steps, default=0) >= 1000:
             ax.plot(
@@ -524,34 +509,19 @@ def _plot_accuracy(curves, report_steps, out_dir: pathlib.Path) -> str:
                 mfc="none",
                 label=f"paper, {variant}",
             )
-    ax.set_xlabel("optimizer step")
     ax.set_ylabel("test accuracy (per token)")
     ax.set_title("Majority task: norm before attention (band = min/max over seeds)")
     ax.legend()
     ax.grid(alpha=0.3)
-    name = "majority_accuracy.png"
-    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "majority_accuracy.png")
 
 
 def _plot_angle(curves, out_dir: pathlib.Path) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (variant, runs) in enumerate(curves.items()):
-        steps = np.array(runs[0]["step"])
-        angle = np.array([r["angle_deg"] for r in runs])
-        ax.plot(steps, angle.mean(0), color=f"C{i}", label=variant)
-        if len(runs) > 1:
-            ax.fill_between(steps, angle.min(0), angle.max(0), color=f"C{i}", alpha=0.2)
+    fig, ax = _plot_over_seeds(curves, "angle_deg", lambda variant, runs: variant)
     ax.axhline(11, color="k", ls=":", lw=1, label="paper, with projection (end)")
-    ax.set_xlabel("optimizer step")
     ax.set_ylabel("angle(W_K^T W_Q x, 1) [deg]")
     ax.set_ylim(0, 90)
     ax.set_title("Query direction vs the all-ones vector")
     ax.legend()
     ax.grid(alpha=0.3)
-    name = "majority_query_angle.png"
-    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "majority_query_angle.png")

@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Tuple
 
 import numpy as np
 
-from ._common import progress_bar, pyplot
+from ._common import Presets, progress_bar, pyplot, save_figure
 from ._fanout import runner
 
 NAME = "norm-efficiency"
@@ -53,7 +53,7 @@ ELEMENTS = {"forward": 2, "forward_backward": 5}
 
 
 @dataclass
-class Config:
+class Config(Presets):
     shapes: Tuple[Tuple[int, int], ...] = ((4096, 1024), (2048, 4096))
     threads: int = 2
     min_seconds: float = 0.1
@@ -62,13 +62,7 @@ class Config:
     torch_compile: bool = True
     seeds: Tuple[int, ...] = (0,)  # the data seed (timings do not depend on it)
 
-    @classmethod
-    def full(cls) -> "Config":
-        return cls()
-
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls(min_seconds=0.03, repeats=3, rounds=3, torch_compile=False)
+    QUICK: ClassVar[Dict[str, Any]] = dict(min_seconds=0.03, repeats=3, rounds=3, torch_compile=False)
 
 
 def _pynorm_cases(x, w, b, dy) -> Dict[str, Dict[str, Callable[[], Any]]]:
@@ -229,7 +223,6 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
     """GB/s and the DyT/LN and DyT/RMSNorm time ratios from the timings, the figure, comparisons."""
     measured = results[("timings",)]
     times, copy_gbps = measured["times_ms"], measured["copy_GBps"]
-    impls = list(times)
     gbps = {
         i: {
             n: {
@@ -240,33 +233,11 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
         }
         for i, by_norm in times.items()
     }
-    ratio = {
-        i: {
-            p: {
-                s: times[i]["dyt"][p][s] / times[i]["layernorm"][p][s]
-                for s in times[i]["layernorm"][p]
-                if s in times[i]["dyt"][p]
-            }
-            for p in PASSES
-        }
-        for i in impls
-    }
-    ratio_rms = {
-        i: {
-            p: {
-                s: times[i]["dyt"][p][s] / times[i]["rmsnorm"][p][s]
-                for s in times[i]["rmsnorm"][p]
-                if s in times[i]["dyt"][p]
-            }
-            for p in PASSES
-        }
-        for i in impls
-    }
     metrics = {
         "times_ms": times,
         "GBps": gbps,
-        "dyt_over_ln": ratio,
-        "dyt_over_rms": ratio_rms,
+        "dyt_over_ln": _dyt_over(times, "layernorm"),
+        "dyt_over_rms": _dyt_over(times, "rmsnorm"),
         "copy_GBps": copy_gbps,
         "threads": cfg.threads,
         "torch_compile_skipped": measured["torch_compile_skipped"],
@@ -274,6 +245,17 @@ def combine(cfg: Config, results: Dict[Any, Dict[str, Any]], out_dir: pathlib.Pa
     }
     figures = [_plot(times, gbps, copy_gbps, out_dir)]
     return {"metrics": metrics, "comparisons": _comparisons(metrics), "figures": figures}
+
+
+def _dyt_over(times, norm: str) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """time(DyT) / time(``norm``) per implementation, pass and shape (the shapes timed for both)."""
+    return {
+        i: {
+            p: {s: times[i]["dyt"][p][s] / times[i][norm][p][s] for s in times[i][norm][p] if s in times[i]["dyt"][p]}
+            for p in PASSES
+        }
+        for i in times
+    }
 
 
 def _numel(shape_key: str) -> int:
@@ -348,7 +330,4 @@ def _plot(times, gbps, copy_gbps, out_dir: pathlib.Path) -> str:
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("GB/s")
     axes[-1].legend(fontsize=7, ncol=2, loc="upper right")
-    name = "norm_efficiency.png"
-    fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "norm_efficiency.png")

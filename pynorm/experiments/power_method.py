@@ -61,13 +61,14 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Tuple
+from typing import Any, ClassVar, Dict, List, NamedTuple, Tuple
 
 import numpy as np
 
 from pynorm.nn import build_experiment
 
 from ._common import (
+    Presets,
     chunk_points,
     comparison,
     loglog_slope,
@@ -88,7 +89,7 @@ PAPER = (
 
 
 @dataclass
-class Config:
+class Config(Presets):
     d: int = 16
     n: int = 32
     loops: int = 10
@@ -109,42 +110,32 @@ class Config:
     log_every: int = 10
     seeds: Tuple[int, ...] = (0,)
 
-    @classmethod
-    def quick(cls) -> "Config":
-        return cls(
-            n_train=4_000,
-            n_test=500,
-            steps=6_000,
-            batch_size=32,
-            probe_steps=300,
-            diag_steps=250,
-            dtype="float32",
-            n_points=24,
-            max_chunk=1_000,
-            log_every=1,
-        )
-
-    @classmethod
-    def full(cls) -> "Config":
-        return cls()
-
-    @classmethod
-    def tiny(cls) -> "Config":
-        """For the tests: seconds."""
-        return cls(
-            n=16,
-            loops=4,
-            n_train=512,
-            n_test=128,
-            steps=150,
-            batch_size=32,
-            probe_steps=20,
-            diag_steps=20,
-            dtype="float32",
-            n_points=8,
-            max_chunk=0,
-            log_every=1,
-        )
+    QUICK: ClassVar[Dict[str, Any]] = dict(
+        n_train=4_000,
+        n_test=500,
+        steps=6_000,
+        batch_size=32,
+        probe_steps=300,
+        diag_steps=250,
+        dtype="float32",
+        n_points=24,
+        max_chunk=1_000,
+        log_every=1,
+    )
+    TINY: ClassVar[Dict[str, Any]] = dict(
+        n=16,
+        loops=4,
+        n_train=512,
+        n_test=128,
+        steps=150,
+        batch_size=32,
+        probe_steps=20,
+        diag_steps=20,
+        dtype="float32",
+        n_points=8,
+        max_chunk=0,
+        log_every=1,
+    )
 
 
 # -- measurements ---------------------------------------------------------------------------

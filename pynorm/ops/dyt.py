@@ -14,6 +14,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import _array
+from .norm import _rows_backward, _rows_forward
 
 
 def dyt(
@@ -41,16 +42,8 @@ def dyt(
     be = _array.backend(fn, ("x", "weight", "bias", "out"), (x, weight, bias, out), (alpha,))
     x = be.input(x, "x", fn)
     a = _array.real(alpha, "alpha", fn)
-    threads = _array.threads_value(n_threads, "n_threads", fn)
-    dtype, dim = be.dtype(x), x.shape[-1]
-    w = be.parameter(weight, (dim,), dtype, "weight", fn)
-    b = be.parameter(bias, (dim,), dtype, "bias", fn)
-    y, y_rows, copy_to = be.output(x, out, fn)
-    x_rows, x_row_stride = be.rows(x)
-    be.kernels.dyt_forward(
-        x=x_rows, x_row_stride=x_row_stride, y=y_rows, rows=x_rows.shape[0], dim=dim, weight=w, bias=b,
-        dtype=be.code(x), alpha=a, threads=threads,
-    )  # fmt: skip
+    (y, copy_to), description = _rows_forward(be, fn, x, weight, bias, out, n_threads)
+    be.kernels.dyt_forward(**description, alpha=a)
     return be.deliver(y, copy_to, out)
 
 
@@ -76,19 +69,8 @@ def dyt_backward(
     x = be.input(x, "x", fn)
     dy = be.like(dy, x, "dy", fn)
     a = _array.real(alpha, "alpha", fn)
-    threads = _array.threads_value(n_threads, "n_threads", fn)
-    dtype, dim = be.dtype(x), x.shape[-1]
-    w = be.parameter(weight, (dim,), dtype, "weight", fn)
-    be.parameter(bias, (dim,), dtype, "bias", fn)  # checked; only its presence matters
-    dx, dx_rows, _ = be.output(x, None, fn, inputs=(dy,))
+    (dx, dweight, dbias), description = _rows_backward(be, fn, dy, x, weight, bias, n_threads)
+    dtype = be.dtype(x)
     dalpha = be.empty((1,), _array.accumulate_dtype(dtype))
-    dweight = be.empty((dim,), dtype) if w is not None else None
-    dbias = be.empty((dim,), dtype) if bias is not None else None
-    x_rows, x_row_stride = be.rows(x)
-    dy_rows, dy_row_stride = be.rows(dy)
-    be.kernels.dyt_backward(
-        dy=dy_rows, dy_row_stride=dy_row_stride, x=x_rows, x_row_stride=x_row_stride, weight=w, dx=dx_rows,
-        dalpha=dalpha, dweight=dweight, dbias=dbias, rows=x_rows.shape[0], dim=dim, dtype=be.code(x), alpha=a,
-        threads=threads,
-    )  # fmt: skip
+    be.kernels.dyt_backward(**description, dalpha=dalpha, alpha=a)
     return dx, be.cast(dalpha, dtype), dweight, dbias

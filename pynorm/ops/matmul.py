@@ -52,7 +52,6 @@ def matmul(
     dtype = be.same_dtype({"a": a, "b": b}, fn)
     threads = _array.threads_value(n_threads, "n_threads", fn)
     a_shape, b_shape = tuple(a.shape), tuple(b.shape)
-    a_rows, a_row_stride = be.rows(a)
     if transpose_a:
         if add is not None:
             raise ValueError(f"{fn}: add is not supported with transpose_a=True")
@@ -61,25 +60,20 @@ def matmul(
                 f"{fn}: with transpose_a=True, a and b must have the same leading (row) axes, "
                 f"got a {a_shape} and b {b_shape}"
             )
-        b_rows, b_row_stride = be.rows(b)
-        out = be.empty((a_shape[-1], b_shape[-1]), dtype)
-        be.kernels.matmul_tn(
-            a=a_rows,
-            a_row_stride=a_row_stride,
-            b=b_rows,
-            b_row_stride=b_row_stride,
-            out=out,
-            rows=a_rows.shape[0],
-            m=a_shape[-1],
-            n=b_shape[-1],
-            dtype=be.code(a),
-            threads=threads,
-        )
-        return out
-    if len(b_shape) != 2 or b_shape[0] != a_shape[-1]:
+    elif len(b_shape) != 2 or b_shape[0] != a_shape[-1]:
         raise ValueError(f"{fn}: b must have shape ({a_shape[-1]}, n) to multiply a of shape {a_shape}, got {b_shape}")
-    shape = a_shape[:-1] + b_shape[-1:]
+    # what both kernels are told: a and b as rows, the result's column count, dtype, threads
+    a_rows, a_row_stride = be.rows(a)
     b_rows, b_row_stride = be.rows(b)
+    operands = dict(
+        a=a_rows, a_row_stride=a_row_stride, b=b_rows, b_row_stride=b_row_stride, n=b_shape[-1], dtype=be.code(a),
+        threads=threads,
+    )  # fmt: skip
+    if transpose_a:
+        out = be.empty((a_shape[-1], b_shape[-1]), dtype)
+        be.kernels.matmul_tn(**operands, out=out, rows=a_rows.shape[0], m=a_shape[-1])
+        return out
+    shape = a_shape[:-1] + b_shape[-1:]
     add_rows, add_row_stride = None, 0
     if add is not None:
         add = be.convert(add, "add", fn)
@@ -88,17 +82,7 @@ def matmul(
         add_rows, add_row_stride = be.rows(be.cast(add, dtype))
     out = be.empty(shape, dtype)
     be.kernels.matmul(
-        a=a_rows,
-        a_row_stride=a_row_stride,
-        b=b_rows,
-        b_row_stride=b_row_stride,
-        add=add_rows,
-        add_row_stride=add_row_stride,
-        out=out.reshape(a_rows.shape[0], shape[-1]),
-        m=a_rows.shape[0],
-        k=a_shape[-1],
-        n=b_shape[-1],
-        dtype=be.code(a),
-        threads=threads,
-    )
+        **operands, add=add_rows, add_row_stride=add_row_stride, out=out.reshape(a_rows.shape[0], shape[-1]),
+        m=a_rows.shape[0], k=a_shape[-1],
+    )  # fmt: skip
     return out

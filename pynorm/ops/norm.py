@@ -67,24 +67,57 @@ def layer_norm(
     return _forward("pynorm.layer_norm", x, weight, bias, eps, center, scale, out, return_stats, n_threads)
 
 
-def _forward(fn, x, weight, bias, eps, center, scale, out, return_stats, n_threads):
-    be = _array.backend(fn, _FORWARD_ARRAYS, (x, weight, bias, out))
-    x = be.input(x, "x", fn)
-    eps = _array.eps_value(eps, fn)
+def _rows_forward(be: _array.Backend, fn: str, x: Any, weight: Any, bias: Any, out: Any, n_threads: Any):
+    """The part of a row-wise forward both the norms and DyT share, after the op has read x and
+    its own scalars: n_threads, weight and bias checked, y placed. Returns ``((y, copy_to),
+    the kernel's description without the op's own options)``; y and copy_to go to
+    ``be.deliver``."""
     threads = _array.threads_value(n_threads, "n_threads", fn)
     dtype, dim = be.dtype(x), x.shape[-1]
     w = be.parameter(weight, (dim,), dtype, "weight", fn)
     b = be.parameter(bias, (dim,), dtype, "bias", fn)
     y, y_rows, copy_to = be.output(x, out, fn)
     x_rows, x_row_stride = be.rows(x)
+    description = dict(
+        x=x_rows, x_row_stride=x_row_stride, y=y_rows, rows=x_rows.shape[0], dim=dim, weight=w, bias=b,
+        dtype=be.code(x), threads=threads,
+    )  # fmt: skip
+    return (y, copy_to), description
+
+
+def _rows_backward(be: _array.Backend, fn: str, dy: Any, x: Any, weight: Any, bias: Any, n_threads: Any):
+    """The part of a row-wise backward both the norms and DyT share, after the op has read x,
+    dy and its own scalars: n_threads, weight and bias checked, new dx, dweight and dbias (None
+    without weight / bias). Returns ``((dx, dweight, dbias), the kernel's description without
+    the op's own options and outputs)``."""
+    threads = _array.threads_value(n_threads, "n_threads", fn)
+    dtype, dim = be.dtype(x), x.shape[-1]
+    w = be.parameter(weight, (dim,), dtype, "weight", fn)
+    be.parameter(bias, (dim,), dtype, "bias", fn)  # checked; only its presence matters
+    dx, dx_rows, _ = be.output(x, None, fn, inputs=(dy,))
+    dweight = be.empty((dim,), dtype) if w is not None else None
+    dbias = be.empty((dim,), dtype) if bias is not None else None
+    x_rows, x_row_stride = be.rows(x)
+    dy_rows, dy_row_stride = be.rows(dy)
+    description = dict(
+        dy=dy_rows, dy_row_stride=dy_row_stride, x=x_rows, x_row_stride=x_row_stride, weight=w, dx=dx_rows,
+        dweight=dweight, dbias=dbias, rows=x_rows.shape[0], dim=dim, dtype=be.code(x), threads=threads,
+    )  # fmt: skip
+    return (dx, dweight, dbias), description
+
+
+def _forward(fn, x, weight, bias, eps, center, scale, out, return_stats, n_threads):
+    be = _array.backend(fn, _FORWARD_ARRAYS, (x, weight, bias, out))
+    x = be.input(x, "x", fn)
+    eps = _array.eps_value(eps, fn)
+    (y, copy_to), description = _rows_forward(be, fn, x, weight, bias, out, n_threads)
     mean = rstd = None
     if return_stats:
-        stats_dtype = _array.accumulate_dtype(dtype)
+        stats_dtype = _array.accumulate_dtype(be.dtype(x))
         mean, rstd = be.empty(x.shape[:-1], stats_dtype), be.empty(x.shape[:-1], stats_dtype)
     be.kernels.norm_forward(
-        x=x_rows, x_row_stride=x_row_stride, y=y_rows, rows=x_rows.shape[0], dim=dim, weight=w, bias=b,
-        mean=None if mean is None else mean.reshape(-1), rstd=None if rstd is None else rstd.reshape(-1),
-        dtype=be.code(x), eps=eps, center=bool(center), scale=bool(scale), threads=threads,
+        **description, mean=None if mean is None else mean.reshape(-1), rstd=None if rstd is None else rstd.reshape(-1),
+        eps=eps, center=bool(center), scale=bool(scale),
     )  # fmt: skip
     y = be.deliver(y, copy_to, out)
     return (y, mean, rstd) if return_stats else y
@@ -125,23 +158,11 @@ def _backward(fn, dy, x, weight, bias, eps, center, scale, mean, rstd, n_threads
     x = be.input(x, "x", fn)
     dy = be.like(dy, x, "dy", fn)
     eps = _array.eps_value(eps, fn)
-    threads = _array.threads_value(n_threads, "n_threads", fn)
-    dtype, dim = be.dtype(x), x.shape[-1]
-    w = be.parameter(weight, (dim,), dtype, "weight", fn)
-    be.parameter(bias, (dim,), dtype, "bias", fn)  # checked; only its presence matters
+    grads, description = _rows_backward(be, fn, dy, x, weight, bias, n_threads)
     mean = be.row_stats(mean, x, "mean", fn) if center else None
     rstd = be.row_stats(rstd, x, "rstd", fn) if scale else None
-    dx, dx_rows, _ = be.output(x, None, fn, inputs=(dy,))
-    dweight = be.empty((dim,), dtype) if w is not None else None
-    dbias = be.empty((dim,), dtype) if bias is not None else None
-    x_rows, x_row_stride = be.rows(x)
-    dy_rows, dy_row_stride = be.rows(dy)
-    be.kernels.norm_backward(
-        dy=dy_rows, dy_row_stride=dy_row_stride, x=x_rows, x_row_stride=x_row_stride, weight=w, mean=mean, rstd=rstd,
-        dx=dx_rows, dweight=dweight, dbias=dbias, rows=x_rows.shape[0], dim=dim, dtype=be.code(x), eps=eps,
-        center=bool(center), scale=bool(scale), threads=threads,
-    )  # fmt: skip
-    return dx, dweight, dbias
+    be.kernels.norm_backward(**description, mean=mean, rstd=rstd, eps=eps, center=bool(center), scale=bool(scale))
+    return grads
 
 
 def rms_norm(
