@@ -64,9 +64,16 @@ struct Prefetcher {
 };
 
 // ------------------------------------------------------------------ micro-kernel
+// Which part of a chunk x chunk score matrix s is kept: lower keeps s(i, t) for t <= i
+// (causal, forward scan), upper keeps t >= i (reverse scan).
+enum class Mask { none, lower, upper };
+
 // c[MR x NV vectors] (+)= a[MR x depth] * b[depth x NV vectors], with a(i, k) at
-// a[i * a_row + k * a_depth], b(k, :) at b + k * ldb and c(i, :) at c + i * ldc.
-template <class A, int MR, int NV, bool Accumulate>
+// a[i * a_row + k * a_depth], b(k, :) at b + k * ldb and c(i, :) at c + i * ldc. With a mask,
+// a is a tile of a masked score matrix on its diagonal: the last MR depths (lower) or the first
+// MR (upper) are the triangle, and row i skips the depths outside it, so that a NaN or Inf in
+// a masked row of b never meets the zero in a (0 * NaN would be NaN).
+template <class A, int MR, int NV, bool Accumulate, Mask M = Mask::none>
 inline void tile(int64_t depth, const A* a, int64_t a_row, int64_t a_depth, const A* b, int64_t ldb, A* c,
                  int64_t ldc) {
   constexpr int L = kLanes<A>;
@@ -80,19 +87,29 @@ inline void tile(int64_t depth, const A* a, int64_t a_row, int64_t a_depth, cons
       else
         acc[i][j] = Vec<A>{};
     }
-  for (int64_t k = 0; k < depth; ++k) {
+  // acc(i, :) += a(i, k) b(k, :) for the rows i that keep depth k
+  auto depth_step = [&](int64_t k, auto keeps) PYNORM_INLINE_LAMBDA {
     const A* bk = b + k * ldb;
     const A* ak = a + k * a_depth;
     Vec<A> bv[NV];
 #pragma GCC unroll 8
     for (int j = 0; j < NV; ++j) bv[j] = load(bk + j * L, Full{});
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
+      if (!keeps(i)) continue;
       const Vec<A> ai = splat<A>(ak[i * a_row]);
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) acc[i][j] = fmadd(ai, bv[j], acc[i][j]);
     }
-  }
+  };
+  const auto all = [](int) { return true; };
+  if constexpr (M == Mask::upper)
+#pragma GCC unroll 12
+    for (int t = 0; t < MR; ++t) depth_step(t, [t](int i) { return t >= i; });
+  for (int64_t k = M == Mask::upper ? MR : 0; k < (M == Mask::lower ? depth - MR : depth); ++k) depth_step(k, all);
+  if constexpr (M == Mask::lower)
+#pragma GCC unroll 12
+    for (int t = 0; t < MR; ++t) depth_step(depth - MR + t, [t](int i) { return t <= i; });
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
@@ -100,21 +117,21 @@ inline void tile(int64_t depth, const A* a, int64_t a_row, int64_t a_depth, cons
 }
 
 // The tile for mr <= MR rows and nv <= NV vectors (edges of a matrix).
-template <class A, bool Accumulate, int MR, int NV>
+template <class A, bool Accumulate, int MR, int NV, Mask M = Mask::none>
 inline void tile_any(int mr, int nv, int64_t depth, const A* a, int64_t a_row, int64_t a_depth, const A* b,
                      int64_t ldb, A* c, int64_t ldc) {
   if (nv < NV) {
-    if constexpr (NV > 1) tile_any<A, Accumulate, MR, NV - 1>(mr, nv, depth, a, a_row, a_depth, b, ldb, c, ldc);
+    if constexpr (NV > 1) tile_any<A, Accumulate, MR, NV - 1, M>(mr, nv, depth, a, a_row, a_depth, b, ldb, c, ldc);
   } else if (mr < MR) {
-    if constexpr (MR > 1) tile_any<A, Accumulate, MR - 1, NV>(mr, nv, depth, a, a_row, a_depth, b, ldb, c, ldc);
+    if constexpr (MR > 1) tile_any<A, Accumulate, MR - 1, NV, M>(mr, nv, depth, a, a_row, a_depth, b, ldb, c, ldc);
   } else {
-    tile<A, MR, NV, Accumulate>(depth, a, a_row, a_depth, b, ldb, c, ldc);
+    tile<A, MR, NV, Accumulate, M>(depth, a, a_row, a_depth, b, ldb, c, ldc);
   }
 }
 
 // c[m x n_vecs vectors] (+)= a * b over the rows [0, m) and vectors [v0(r0), v1(r0)) of each
 // block of MR rows starting at r0, with depths [k0(r0), k1(r0)) (k0 is applied to a and b).
-template <class A, bool Accumulate, int MR, int NV, class Range>
+template <class A, bool Accumulate, int MR, int NV, Mask M = Mask::none, class Range>
 inline void tiles(int64_t m, const A* a, int64_t a_row, int64_t a_depth, const A* b, int64_t ldb, A* c,
                   int64_t ldc, Range range, Prefetcher* ahead) {
   constexpr int L = kLanes<A>;
@@ -123,7 +140,7 @@ inline void tiles(int64_t m, const A* a, int64_t a_row, int64_t a_depth, const A
     const auto [v0, v1, k0, k1] = range(r0, r0 + mr);
     for (int64_t j = v0; j < v1; j += NV) {
       const int nv = int(min_of(NV, v1 - j));
-      tile_any<A, Accumulate, MR, NV>(mr, nv, k1 - k0, a + r0 * a_row + k0 * a_depth, a_row, a_depth,
+      tile_any<A, Accumulate, MR, NV, M>(mr, nv, k1 - k0, a + r0 * a_row + k0 * a_depth, a_row, a_depth,
                                       b + k0 * ldb + j * L, ldb, c + r0 * ldc + j * L, ldc);
       if (ahead) ahead->step();
     }
@@ -144,21 +161,18 @@ struct TileRange {
   int64_t v0, v1, k0, k1;
 };
 
-// Which part of a chunk x chunk score matrix s is kept: lower keeps s(i, t) for t <= i
-// (causal, forward scan), upper keeps t >= i (reverse scan).
-enum class Mask { none, lower, upper };
-
 // c[m x n_vecs vectors] (+)= a * b, a(i, k) = a[i * a_row + k * a_depth], k < depth. With a
-// mask, a is a masked score matrix and row block [r0, r1) only runs over the depths its
-// triangle can reach: lower [0, r1), upper [r0, depth). Not inlined: every caller runs the
-// very same code, so the same inputs give the same bits wherever it is called from.
+// mask, a is a square masked score matrix (m = depth) and row block [r0, r1) only runs over the
+// depths its triangle reaches: lower [0, r1), upper [r0, depth), each row within the block
+// only over its own (see tile). Not inlined: every caller runs the very same code, so the same
+// inputs give the same bits wherever it is called from.
 template <class A, bool Accumulate, Mask M>
 __attribute__((noinline)) void gemm(int64_t m, int64_t n_vecs, int64_t depth, const A* a, int64_t a_row,
                                     int64_t a_depth, const A* b, int64_t ldb, A* c, int64_t ldc,
                                     Prefetcher* ahead) {
   with_tile_vecs(n_vecs, [&](auto nv) {
     constexpr int NV = decltype(nv)::value, MR = tile_rows(NV);
-    tiles<A, Accumulate, MR, NV>(m, a, a_row, a_depth, b, ldb, c, ldc, [&](int64_t r0, int64_t r1) {
+    tiles<A, Accumulate, MR, NV, M>(m, a, a_row, a_depth, b, ldb, c, ldc, [&](int64_t r0, int64_t r1) {
       return TileRange{0, n_vecs, M == Mask::upper ? r0 : 0, M == Mask::lower ? min_of(r1, depth) : depth};
     }, ahead);
   });
