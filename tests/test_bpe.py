@@ -140,7 +140,11 @@ def test_training_is_deterministic_across_processes(corpus, bpe):
             "PYTHONHASHSEED": seed,
             "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
         }
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+        # cwd: `python -c` imports from its working directory first (a source tree without the
+        # built extension, in CI), so run it where the pynorm this test imported lives
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env, cwd=root
+        )
         assert out.stdout.strip() == str(bpe.merges)
 
 
