@@ -13,6 +13,7 @@ from .module import Module, sum_leading
 
 
 def _rng(rng: Optional[np.random.Generator]) -> np.random.Generator:
+    """``rng``, or a fresh ``default_rng(0)`` when None: every layer's and model's default seed."""
     return rng if rng is not None else np.random.default_rng(0)
 
 

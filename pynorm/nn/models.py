@@ -21,7 +21,7 @@ import numpy as np
 from .attention import LinearAttention, SoftmaxAttention
 from .blocks import LoopedBlock, PreNormBlock
 from .data import majority_data, power_method_data, stratified_split
-from .layers import Embedding, FeedForward
+from .layers import Embedding, FeedForward, _rng
 from .losses import CrossEntropyLoss, Loss, SubspaceDistanceLoss, accuracy
 from .module import Module, as_dtype
 from .norms import NORM_KINDS, L2Norm, make_norm
@@ -54,7 +54,7 @@ class LoopedTransformer(Module):
     ):
         super().__init__(dtype)
         self.d = int(d)
-        rng = rng if rng is not None else np.random.default_rng(0)
+        rng = _rng(rng)
         attention = LinearAttention(2 * self.d, parametrization="merged", dtype=dtype, init_std=init_noise, rng=rng)
         identity = np.eye(self.d)
         attention.params["W"][: self.d, self.d :] += init_w * identity
@@ -126,7 +126,7 @@ class MajorityTransformer(Module):
                 f"MajorityTransformer: unknown attn_norm {attn_norm!r}; choose one of "
                 f"{tuple(ATTENTION_NORMS) + NORM_KINDS}"
             )
-        rng = rng if rng is not None else np.random.default_rng(0)
+        rng = _rng(rng)
         self.add_child("embed", Embedding(vocab, d_model, tied=True, dtype=dtype, rng=rng))
         attention = SoftmaxAttention(d_model, n_heads, qkv_bias=False, out_bias=True, dtype=dtype, rng=rng)
         self.add_child(

@@ -7,12 +7,29 @@ All of them normalise the last axis (one token per row).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Dict
 
 import numpy as np
 
 from .. import ops
 from .module import Module, sum_leading
+
+
+def _add_affine(norm: Module, dim: int, weight: bool, bias: bool) -> None:
+    """Registers a norm's per-channel affine parameters, each only if asked for: ``weight``
+    (ones) and then ``bias`` (zeros), so that a fresh norm's affine part is the identity."""
+    if weight:
+        norm.add_param("weight", np.ones(dim))
+    if bias:
+        norm.add_param("bias", np.zeros(dim))
+
+
+def _accumulate_affine(norm: Module, dweight: Any, dbias: Any) -> None:
+    """Adds a kernel's affine gradients to ``norm.grads``; the kernels return None for a
+    parameter the norm does not have, and that one is skipped."""
+    for name, grad in (("weight", dweight), ("bias", dbias)):
+        if grad is not None:
+            norm.accumulate(name, grad)
 
 
 class LayerNorm(Module):
@@ -41,42 +58,24 @@ class LayerNorm(Module):
     ):
         super().__init__(dtype)
         self.dim, self.center, self.scale, self.eps = int(dim), bool(center), bool(scale), float(eps)
-        if affine:
-            self.add_param("weight", np.ones(self.dim))
-            if bias:
-                self.add_param("bias", np.zeros(self.dim))
+        _add_affine(self, self.dim, affine, affine and bias)
+
+    def _kernel_args(self) -> Dict[str, Any]:
+        """What ``ops.layer_norm`` and its backward both take from the layer: the affine
+        parameters as they are now (None where absent), eps and the variant."""
+        weight, bias = self.params.get("weight"), self.params.get("bias")
+        return dict(weight=weight, bias=bias, eps=self.eps, center=self.center, scale=self.scale)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x, self.dim)
-        y, mean, rstd = ops.layer_norm(
-            x,
-            self.params.get("weight"),
-            self.params.get("bias"),
-            self.eps,
-            center=self.center,
-            scale=self.scale,
-            return_stats=True,
-        )
+        y, mean, rstd = ops.layer_norm(x, **self._kernel_args(), return_stats=True)
         self.save(x, mean, rstd)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x, mean, rstd = self.saved()
-        dx, dweight, dbias = ops.layer_norm_backward(
-            dy,
-            x,
-            self.params.get("weight"),
-            self.params.get("bias"),
-            self.eps,
-            center=self.center,
-            scale=self.scale,
-            mean=mean,
-            rstd=rstd,
-        )
-        if dweight is not None:
-            self.accumulate("weight", dweight)
-        if dbias is not None:
-            self.accumulate("bias", dbias)
+        dx, dweight, dbias = ops.layer_norm_backward(dy, x, **self._kernel_args(), mean=mean, rstd=rstd)
+        _accumulate_affine(self, dweight, dbias)
         return dx
 
 
@@ -86,8 +85,7 @@ class RMSNorm(Module):
     def __init__(self, dim: int, *, affine: bool = True, eps: float = 1e-6, dtype: Any = np.float64):
         super().__init__(dtype)
         self.dim, self.eps = int(dim), float(eps)
-        if affine:
-            self.add_param("weight", np.ones(self.dim))
+        _add_affine(self, self.dim, affine, False)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x, self.dim)
@@ -98,8 +96,7 @@ class RMSNorm(Module):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x, rstd = self.saved()
         dx, dweight = ops.rms_norm_backward(dy, x, self.params.get("weight"), self.eps, rstd=rstd)
-        if dweight is not None:
-            self.accumulate("weight", dweight)
+        _accumulate_affine(self, dweight, None)
         return dx
 
 
@@ -146,10 +143,7 @@ class DyT(Module):
         super().__init__(dtype)
         self.dim = int(dim)
         self.add_param("alpha", np.full(1, float(alpha0)))
-        if affine:
-            self.add_param("weight", np.ones(self.dim))
-        if bias:
-            self.add_param("bias", np.zeros(self.dim))
+        _add_affine(self, self.dim, affine, bias)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x, self.dim)
@@ -162,9 +156,7 @@ class DyT(Module):
             dy, x, self.params["alpha"], self.params.get("weight"), self.params.get("bias")
         )
         self.accumulate("alpha", dalpha)
-        for name, grad in (("weight", dweight), ("bias", dbias)):
-            if grad is not None:
-                self.accumulate(name, grad)
+        _accumulate_affine(self, dweight, dbias)
         return dx
 
 
@@ -188,8 +180,7 @@ class Squash(Module):
             self.add_param("alpha", np.full(1, float(alpha0)))
         else:
             self.alpha = np.full(1, float(alpha0), dtype=self.dtype)
-        self.add_param("weight", np.ones(self.dim))
-        self.add_param("bias", np.zeros(self.dim))
+        _add_affine(self, self.dim, True, True)
 
     def _alpha(self) -> np.ndarray:
         return self.params["alpha"] if self.learn_alpha else self.alpha

@@ -13,7 +13,7 @@ import numpy as np
 
 from .attention import SoftmaxAttention
 from .blocks import PreNormBlock
-from .layers import Embedding, FeedForward, Linear, _positive_int
+from .layers import Embedding, FeedForward, Linear, _positive_int, _rng
 from .module import Module, sum_leading
 from .norms import make_norm
 
@@ -63,7 +63,7 @@ class TinyGPT(Module):
         rng: Optional[np.random.Generator] = None,
     ):
         super().__init__(dtype)
-        rng = rng if rng is not None else np.random.default_rng(0)
+        rng = _rng(rng)
         self.context = _positive_int(context, "context", "TinyGPT")
         self.add_child("embed", Embedding(vocab, d, tied=True, dtype=dtype, rng=rng))
         self.add_param("pos", 0.02 * rng.standard_normal((self.context, d)))
@@ -112,7 +112,7 @@ class TinyViT(Module):
         super().__init__(dtype)
         if size % patch:
             raise ValueError(f"TinyViT: patch {patch} does not divide size {size}")
-        rng = rng if rng is not None else np.random.default_rng(0)
+        rng = _rng(rng)
         self.size, self.patch = int(size), int(patch)
         self.n_patches = (self.size // self.patch) ** 2
         self.add_child("patch_embed", Linear(self.patch * self.patch, d, dtype=dtype, rng=rng))
